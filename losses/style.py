@@ -1,0 +1,71 @@
+"""Gram matrices and the style loss (PAPER.md).
+
+Shapes: f: (N, C, H, W) post-ReLU features of one layer; N_l = C filters and
+M_l = H * W positions; F = f reshaped to (N, C, M). Gram: G = F F^T, (N, C, C),
+G_ij = sum_k F_ik F_jk, **not divided by anything**. A: the style image's Gram.
+
+    E_l = 1 / (4 N_l^2 M_l^2) * sum_ij (G_ij - A_ij)^2          (summed over the batch too)
+
+The 1/(4 N_l^2 M_l^2) makes E_l the squared difference of Gram matrices whose
+entries are averages over positions (G / M), per filter pair (1 / N^2), with the 4
+cancelling the two 2s the derivative brings down; it keeps layers of very
+different sizes on comparable scales. Layer weights w_l are applied by the caller.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from minivgg.backend import get_array_module
+
+
+def gram_matrix(f):
+    """G = F F^T; f: (N, C, H, W) -> G: (N, C, C)."""
+    n, c, h, w = f.shape
+    fmat = f.reshape(n, c, h * w)                                  # (N, C, M)
+    return fmat @ fmat.transpose(0, 2, 1)                          # (N, C, C)
+
+
+def gram_backward(dgram, f):
+    """Local derivative of G = F F^T: dF = (dG + dG^T) F; dgram: (N, C, C), f: (N, C, H, W) -> df like f."""
+    n, c, h, w = f.shape
+    fmat = f.reshape(n, c, h * w)                                  # (N, C, M)
+    df = (dgram + dgram.transpose(0, 2, 1)) @ fmat                 # (N, C, M)
+    return df.reshape(f.shape)
+
+
+class StyleCache(NamedTuple):
+    """f (its positive entries are the mask), gram_diff = G - A, and the scale 1/(N^2 M^2)."""
+
+    f: object
+    gram_diff: object
+    scale: float
+
+
+def style_loss_forward(f, target_gram):
+    """E_l = sum (G - A)^2 / (4 N_l^2 M_l^2); f: (N, C, H, W), target_gram A: (N or 1, C, C) -> (0-d E_l, cache)."""
+    xp = get_array_module(f, target_gram)
+    n, c, h, w = f.shape
+    if target_gram.shape[-2:] != (c, c):
+        raise ValueError(f"a Gram target of shape {tuple(target_gram.shape)} does not fit {c} filters")
+    scale = 1.0 / (float(c) ** 2 * float(h * w) ** 2)              # 1 / (N_l^2 M_l^2)
+    gram_diff = gram_matrix(f) - target_gram                       # (N, C, C)
+    loss = 0.25 * scale * xp.vdot(gram_diff, gram_diff)            # 0-d
+    return loss, StyleCache(f, gram_diff, scale)
+
+
+def style_loss_backward(cache: StyleCache, dloss=1.0):
+    """The paper's derivative: dE_l/dF_ij = ((F^T (G - A))_ji) / (N_l^2 M_l^2) if F_ij > 0, else 0.
+
+    Since G - A is symmetric, (F^T (G - A))^T = (G - A) F: one (C, C) @ (C, M)
+    product. The ReLU mask is the same as in the content loss (see
+    losses/content.py): it is what the ReLU below would apply anyway.
+    Derived in notebooks/02_losses.ipynb.
+    """
+    f, gram_diff, scale = cache
+    n, c, h, w = f.shape
+    fmat = f.reshape(n, c, h * w)                                  # (N, C, M)
+    df = (gram_diff @ fmat).reshape(f.shape)                       # (N, C, H, W)
+    df *= f.dtype.type(scale * dloss)
+    df *= (f > 0).astype(f.dtype)
+    assert df.shape == f.shape
+    return df

@@ -1,0 +1,10 @@
+"""minivgg: Gatys, Ecker & Bethge's neural style transfer with hand-written gradients.
+
+Layers (``conv``, ``relu``, ``pool``) are forward/backward pairs on NumPy or
+CuPy arrays; ``VGG19`` chains them; ``minivgg.transfer`` is the algorithm.
+"""
+from minivgg.backend import get_array_module, gpu_status, to_device, to_numpy
+from minivgg.vgg import LAYER_NAMES, VGG19
+
+__all__ = ["VGG19", "LAYER_NAMES", "get_array_module", "gpu_status", "to_device", "to_numpy"]
+__version__ = "0.1.0"

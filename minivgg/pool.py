@@ -1,0 +1,115 @@
+"""Average and max pooling, no padding, floor output size.
+
+Shape legend
+    N, C, H, W   input        k  kernel (KH = KW = k)    s  stride
+    OH = (H - k) // s + 1     OW = (W - k) // s + 1
+    x: (N, C, H, W)  ->  out, dout: (N, C, OH, OW)
+
+VGG uses k = 2, s = 2: an odd last row or column is dropped (floor), as
+PAPER.md specifies. Both poolings loop only over the k*k kernel offsets, each
+a strided slice of the whole batch, never over pixels.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from minivgg.backend import get_array_module
+
+
+def pool_output_size(h: int, w: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(OH, OW) = ((H - k) // s + 1, (W - k) // s + 1); refuses an input smaller than the kernel."""
+    if h < kernel or w < kernel:
+        raise ValueError(f"a {kernel}x{kernel} pooling window does not fit a {h}x{w} input")
+    return (h - kernel) // stride + 1, (w - kernel) // stride + 1
+
+
+def _window(a, u: int, v: int, oh: int, ow: int, stride: int):
+    """The (N, C, OH, OW) view of ``a`` holding offset (u, v) of every pooling window."""
+    return a[:, :, u:u + stride * oh:stride, v:v + stride * ow:stride]
+
+
+class AvgPoolCache(NamedTuple):
+    """Only the input shape: average pooling is linear, so backward needs no values."""
+
+    x_shape: tuple
+    kernel: int
+    stride: int
+
+
+def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2):
+    """out[n,c,i,j] = mean of x over the k x k window at (s*i, s*j); x (N,C,H,W) -> (N,C,OH,OW)."""
+    xp = get_array_module(x)
+    oh, ow = pool_output_size(x.shape[2], x.shape[3], kernel, stride)
+    out = xp.zeros(x.shape[:2] + (oh, ow), dtype=x.dtype)
+    for u in range(kernel):
+        for v in range(kernel):
+            out += _window(x, u, v, oh, ow, stride)
+    out *= x.dtype.type(1.0 / (kernel * kernel))
+    return out, AvgPoolCache(x.shape, kernel, stride)
+
+
+def avg_pool2d_backward(dout, cache: AvgPoolCache):
+    """dx = dout / k^2 spread over each window (local derivative: 1/k^2 inside the window, 0 outside).
+
+    Rows/columns dropped by the floor get zero gradient; overlapping windows (s < k) add up.
+    """
+    xp = get_array_module(dout)
+    x_shape, kernel, stride = cache
+    oh, ow = dout.shape[2:]
+    dx = xp.zeros(x_shape, dtype=dout.dtype)
+    share = dout * dout.dtype.type(1.0 / (kernel * kernel))
+    for u in range(kernel):
+        for v in range(kernel):
+            _window(dx, u, v, oh, ow, stride)[...] += share
+    assert dx.shape == x_shape
+    return dx
+
+
+class MaxPoolCache(NamedTuple):
+    """The input shape and, per output, which of the k*k offsets won (int8, u*k + v).
+
+    Keeping the winning offset (1 byte per output) instead of the input means
+    backward needs no comparison and no copy of x.
+    """
+
+    x_shape: tuple
+    argmax: object  # (N, C, OH, OW) int8
+    kernel: int
+    stride: int
+
+
+def max_pool2d_forward(x, kernel: int = 2, stride: int = 2):
+    """out[n,c,i,j] = max of x over the k x k window at (s*i, s*j); x (N,C,H,W) -> (N,C,OH,OW).
+
+    Ties: the first maximal element in row-major window order wins (offsets are
+    visited u-major and only a strictly larger value replaces the current one).
+    """
+    xp = get_array_module(x)
+    if kernel * kernel > 127:
+        raise ValueError("max pooling keeps the winning offset in int8: kernel must be at most 11")
+    oh, ow = pool_output_size(x.shape[2], x.shape[3], kernel, stride)
+    out = xp.array(_window(x, 0, 0, oh, ow, stride))
+    argmax = xp.zeros(out.shape, dtype=xp.int8)
+    for u in range(kernel):
+        for v in range(kernel):
+            if u == 0 and v == 0:
+                continue
+            candidate = _window(x, u, v, oh, ow, stride)
+            larger = candidate > out
+            out = xp.where(larger, candidate, out)
+            argmax[larger] = u * kernel + v
+    return out, MaxPoolCache(x.shape, argmax, kernel, stride)
+
+
+def max_pool2d_backward(dout, cache: MaxPoolCache):
+    """dx = dout routed to the winning element of each window (local derivative: 1 there, 0 elsewhere)."""
+    xp = get_array_module(dout)
+    x_shape, argmax, kernel, stride = cache
+    oh, ow = dout.shape[2:]
+    dx = xp.zeros(x_shape, dtype=dout.dtype)
+    for u in range(kernel):
+        for v in range(kernel):
+            won = (argmax == u * kernel + v).astype(dout.dtype)
+            _window(dx, u, v, oh, ow, stride)[...] += dout * won
+    assert dx.shape == x_shape
+    return dx

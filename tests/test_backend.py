@@ -1,0 +1,50 @@
+"""The backend rule: maths code reaches NumPy or CuPy only through ``get_array_module``."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+
+from minivgg.backend import get_array_module, to_device, to_numpy
+
+ROOT = Path(__file__).resolve().parents[1]
+# The maths: layers, network, losses, objective. I/O boundaries (images, weights
+# files, the scipy boundary in optim/, the CLI, benchmarks) may use NumPy by name.
+MATHS = ["minivgg/conv.py", "minivgg/conv_naive.py", "minivgg/relu.py", "minivgg/pool.py",
+         "minivgg/vgg.py", "minivgg/transfer/objective.py", *sorted(
+             str(p.relative_to(ROOT)) for p in (ROOT / "losses").glob("*.py"))]
+
+
+def numpy_uses(path: Path) -> list[str]:
+    """Lines of ``path`` that import numpy/cupy or call ``np.``/``numpy.``/``cupy.`` directly."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"{path}:{node.lineno} import {a.name}" for a in node.names
+                      if a.name.split(".")[0] in ("numpy", "cupy")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("numpy", "cupy"):
+            found.append(f"{path}:{node.lineno} from {node.module} import ...")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in ("np", "numpy", "cupy", "cp"):
+            found.append(f"{path}:{node.lineno} {node.value.id}.{node.attr}")
+    return found
+
+
+def test_maths_code_never_calls_numpy_directly():
+    assert len(MATHS) >= 9
+    offenders = [hit for rel in MATHS for hit in numpy_uses(ROOT / rel)]
+    assert offenders == []
+
+
+def test_the_checker_catches_a_direct_call(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import numpy as np\n\ndef f(x):\n    return np.maximum(x, 0)\n")
+    assert len(numpy_uses(bad)) == 2
+
+
+def test_numpy_is_the_default_backend():
+    x = np.zeros(3)
+    assert get_array_module(x) is np
+    assert to_numpy(to_device(x, "cpu")) is x
