@@ -56,7 +56,7 @@ def style_loss_forward(f, target_gram):
 def style_loss_backward(cache: StyleCache, dloss=1.0):
     """The paper's derivative: dE_l/dF_ij = ((F^T (G - A))_ji) / (N_l^2 M_l^2) if F_ij > 0, else 0.
 
-    Since G - A is symmetric, (F^T (G - A))^T = (G - A) F: one (C, C) @ (C, M)
+    A is a Gram matrix, so G - A is symmetric and (F^T (G - A))^T = (G - A) F: one (C, C) @ (C, M)
     product. The ReLU mask is the same as in the content loss (see
     losses/content.py): it is what the ReLU below would apply anyway.
     Derived in notebooks/02_losses.ipynb.

@@ -1,0 +1,13 @@
+"""Optimisers over the image: L-BFGS-B through scipy (the paper's choice), gradient descent, Adam.
+
+``optim.boundary`` is the only place where engine arrays (NumPy or CuPy, float32
+or float64, shaped (1, 3, H, W)) become scipy's 1-D contiguous float64 NumPy
+vectors, and back.
+"""
+from optim.boundary import FlatObjective, Stopped
+from optim.first_order import adam, gradient_descent
+from optim.lbfgs import lbfgs
+from optim.progress import Progress
+from optim.result import OptimResult
+
+__all__ = ["FlatObjective", "Stopped", "OptimResult", "Progress", "lbfgs", "adam", "gradient_descent"]

@@ -1,0 +1,61 @@
+"""L-BFGS-B over the pixels, as Gatys et al. (and their texture code) run it.
+
+scipy.optimize.minimize(method="L-BFGS-B", jac=True) on the flattened image,
+with box bounds keeping every pixel in the valid 0..255 range (in the
+preprocessed space: channel c in [-mean_c, 255 - mean_c]) instead of clamping
+inside the objective, and ftol = gtol = 0 so the asked number of iterations
+really runs (PAPER.md). The run can stop early and cleanly: Ctrl-C, a time
+limit, or a non-finite loss return the best image evaluated so far.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import Bounds, minimize
+
+from optim.boundary import FlatObjective, Stopped, box_bounds
+from optim.progress import Progress
+from optim.result import OptimResult
+
+
+def lbfgs(objective, x0, iterations, *, bounds=None, maxcor=20, progress=None,
+          time_limit=None, on_iteration=None):
+    """Minimise ``objective`` from x0 for ``iterations`` L-BFGS-B iterations.
+
+    objective: x (1, 3, H, W) -> Evaluation (``minivgg.transfer.objective``).
+    bounds: per-channel (low, high) sequences, or None for unbounded.
+    maxcor: number of correction pairs kept (memory: 2 * maxcor float64 images).
+    on_iteration(iteration, x_engine): called after each iteration (checkpoints).
+    Returns OptimResult with the best evaluated image; KeyboardInterrupt is
+    caught and reported as stopped="interrupted".
+    """
+    flat = FlatObjective(objective, x0, time_limit=time_limit)
+    progress = progress or Progress(iterations, quiet=True)
+    state = {"iteration": 0}
+
+    def callback(zk):
+        state["iteration"] += 1
+        total, content, style = flat.last
+        progress.update(state["iteration"], flat.evaluations, total, content, style)
+        if on_iteration is not None:
+            on_iteration(state["iteration"], flat.to_engine(zk))
+
+    scipy_bounds = None
+    if bounds is not None:
+        scipy_bounds = Bounds(*box_bounds(x0, *bounds))
+    z0 = flat.to_flat(x0)
+    if scipy_bounds is not None:
+        z0 = np.clip(z0, scipy_bounds.lb, scipy_bounds.ub)
+    stopped = "done"
+    try:
+        result = minimize(flat, z0, jac=True, method="L-BFGS-B", bounds=scipy_bounds,
+                          callback=callback,
+                          options=dict(maxiter=int(iterations), maxfun=20 * int(iterations) + 20,
+                                       maxcor=int(maxcor), ftol=0.0, gtol=0.0))
+        if state["iteration"] < iterations:
+            stopped = str(result.message)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    except Stopped as why:
+        stopped = str(why)
+    return OptimResult(flat.best_x(x0), flat.best_loss, state["iteration"], flat.evaluations,
+                       stopped, progress.history)
