@@ -1,0 +1,37 @@
+"""The whole objective: the oracle's losses and gradients, and a directional check that needs no shared data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gradcheck import directional_check, rel_error
+from minivgg.transfer import evaluate
+
+
+@pytest.mark.parametrize("case", ["paper", "shallow_max"])
+def test_evaluate_reproduces_the_oracle(reference_dir, case):
+    meta = json.loads((reference_dir / "README.json").read_text())["cases"][case]
+    data = np.load(reference_dir / "gatys_objective.npz")
+    content, style, total, grad = evaluate(
+        data["x"], data["content"], data["style"], alpha=meta["alpha"], beta=meta["beta"],
+        content_layer=meta["content_layer"], style_layers=tuple(meta["style_layers"]),
+        pooling=meta["pooling"], dtype="float64")
+    assert abs(content / meta["content_loss"] - 1) < 1e-8
+    assert abs(style / meta["style_loss"] - 1) < 1e-8
+    assert abs(total / meta["total_loss"] - 1) < 1e-8
+    assert rel_error(grad, data[f"grad_{case}"]) < 1e-6
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_whole_objective_directional_derivative(vgg_params, pooling):
+    """(L(x + h r) - L(x - h r)) / 2h against grad . r, paper settings, a small real-weights run."""
+    rng = np.random.default_rng(11)
+    content = rng.normal(0, 40, (1, 3, 32, 40))
+    style = rng.normal(0, 40, (1, 3, 36, 32))
+    x = rng.normal(0, 20, (1, 3, 32, 40))
+    kwargs = dict(alpha=1e-3, beta=1.0, pooling=pooling, dtype="float64", tv_weight=1e-2)
+    _, _, _, grad = evaluate(x, content, style, **kwargs)
+    total = lambda v: evaluate(v, content, style, **kwargs)[2]    # noqa: E731
+    assert directional_check(total, x, grad, rng, h=1e-3, directions=3) < 1e-5
