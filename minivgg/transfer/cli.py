@@ -1,0 +1,196 @@
+"""``python -m minivgg.transfer``: the command line, its parsing and its checks.
+
+Every check that can fail runs before any computing, and a failure prints one
+line ``minivgg.transfer: error: ...`` and exits with code 2. The work itself is
+in ``minivgg/transfer/run.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+
+from minivgg.transfer.objective import PAPER_STYLE_LAYERS
+from minivgg.vgg import LAYER_NAMES
+
+PROG = "python -m minivgg.transfer"
+DEFAULT_SIZE = 256
+DEFAULT_ITERS = 200
+DEFAULT_CONTENT = "leuvenA"
+DEFAULT_STYLE = "starry_night"
+
+EPILOG = f"""\
+images: a path, or the name of a sample photo from OpenCV's sample data (fetched once
+from PyPI and cached): {DEFAULT_STYLE} (van Gogh), {DEFAULT_CONTENT} (a street in Leuven),
+fruits, baboon, building, ... (`python -m weights --samples` lists them).
+
+examples:
+  {PROG}                                     # the demo: Leuven in The Starry Night
+  {PROG} --content me.jpg --style starry_night --size 512 --iters 500
+  {PROG} --style starry_night other.jpg --style-blend 0.7 0.3
+  {PROG} --mode content --content-layer conv4_1      # Fig. 1 content row
+  {PROG} --mode texture --style-layers conv1_1 conv2_1 conv3_1   # Fig. 1 style row
+  {PROG} --preserve-color --ratio 1e-4
+
+An existing output file is never overwritten unless --force is given: the
+result goes to a new numbered name instead (out-1.png, out-2.png, ...).
+Ctrl-C or SIGTERM stops the run and saves the best image so far (exit 130/143).
+"""
+
+
+class UsageError(Exception):
+    """A bad option or argument: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(f"{message} (see --help)")
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return convert
+
+
+def _non_negative(text):
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+                description="Neural style transfer as in Gatys, Ecker & Bethge (2015): L-BFGS-B "
+                            "on the pixels of a white-noise image, matching conv4_2 features of "
+                            "the content and Gram matrices of the style on conv1_1..conv5_1.")
+    io = p.add_argument_group("images")
+    io.add_argument("--content", default=DEFAULT_CONTENT, help="content image (default %(default)s)")
+    io.add_argument("--style", nargs="+", default=[DEFAULT_STYLE],
+                    help="one or more style images (default %(default)s)")
+    io.add_argument("--style-blend", nargs="+", type=_positive(float), metavar="W",
+                    help="weights of the style images' Gram targets (default: equal)")
+    io.add_argument("--out", help="output PNG (default: <content>-<style>.png here)")
+    io.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    io.add_argument("--size", type=_positive(int), default=DEFAULT_SIZE,
+                    help="long side of the output in pixels (default %(default)s)")
+    io.add_argument("--style-scale", type=_positive(float), default=1.0,
+                    help="style image size relative to the content's (default 1: the paper "
+                         "resizes the style to the content's size)")
+    mode = p.add_argument_group("what to optimise")
+    mode.add_argument("--mode", choices=("transfer", "content", "texture"), default="transfer",
+                      help="transfer (default); content: reconstruct the content image from one "
+                           "layer (Fig. 1 content row); texture: synthesise the style alone "
+                           "(Fig. 1 style row)")
+    mode.add_argument("--content-layer", default="conv4_2", help="default %(default)s")
+    mode.add_argument("--style-layers", nargs="+", default=list(PAPER_STYLE_LAYERS), metavar="LAYER[:W]",
+                      help="style layers, each optionally with its weight w_l (default "
+                           "conv1_1..conv5_1, 1/5 each)")
+    mode.add_argument("--ratio", type=_positive(float), default=1e-3,
+                      help="alpha/beta, content weight over style weight (default %(default)g)")
+    mode.add_argument("--alpha", type=_positive(float), help="explicit content weight (overrides --ratio)")
+    mode.add_argument("--beta", type=_positive(float), help="explicit style weight (overrides --ratio)")
+    mode.add_argument("--tv-weight", type=_non_negative, default=0.0,
+                      help="total-variation weight (not in the paper; default 0)")
+    mode.add_argument("--preserve-color", action="store_true",
+                      help="luminance-only transfer that keeps the content's colours (Gatys et al. 2016)")
+    net = p.add_argument_group("network")
+    net.add_argument("--pooling", choices=("avg", "max"), default="avg",
+                     help="average (the paper's, default) or max pooling")
+    net.add_argument("--normalized", action="store_true",
+                     help="use the normalised network (mean activation 1 per filter)")
+    net.add_argument("--weights", metavar="PATH",
+                     help="a Keras vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 (default: fetched)")
+    net.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="default %(default)s")
+    net.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="default %(default)s")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--iters", type=_positive(int), default=DEFAULT_ITERS,
+                     help="iterations (default %(default)s)")
+    opt.add_argument("--optimizer", choices=("lbfgs", "adam", "gd"), default="lbfgs",
+                     help="L-BFGS-B (the paper's, default), Adam or gradient descent")
+    opt.add_argument("--lr", type=_positive(float), help="step size for adam/gd")
+    opt.add_argument("--maxcor", type=_positive(int), default=20,
+                     help="L-BFGS-B correction pairs (default %(default)s)")
+    opt.add_argument("--init", default="noise",
+                     help="noise (white noise, the paper's), content, style, or an image PATH "
+                          "(e.g. a checkpoint to resume from)")
+    opt.add_argument("--seed", type=int, default=0, help="noise seed (default %(default)s)")
+    opt.add_argument("--save-every", type=_positive(int), metavar="N",
+                     help="also save the image every N iterations (<out>.iterNNNN.png)")
+    opt.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
+                     help="stop cleanly after this long and save the best image")
+    opt.add_argument("--quiet", action="store_true", help="print only errors and the output path")
+    return p
+
+
+def closest(name, choices):
+    """' (did you mean X?)' for the nearest choice, or ''."""
+    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def check_layer(name: str) -> str:
+    if name not in LAYER_NAMES:
+        raise UsageError(f"unknown layer {name!r}{closest(name, LAYER_NAMES)}; "
+                         f"layers are conv1_1..conv5_4 and pool1..pool5")
+    return name
+
+
+def parse_style_layers(items):
+    """['conv1_1', 'conv2_1:0.5'] -> (names, weights or None); weights must be positive."""
+    names, weights = [], []
+    for item in items:
+        name, _, weight = item.partition(":")
+        names.append(check_layer(name))
+        if weight:
+            try:
+                value = float(weight)
+            except ValueError:
+                raise UsageError(f"style layer weight {weight!r} of {name} is not a number") from None
+            if not value > 0:
+                raise UsageError(f"style layer weight of {name} must be positive, got {weight}")
+            weights.append(value)
+    if len(set(names)) != len(names):
+        raise UsageError("a style layer is listed twice")
+    if weights and len(weights) != len(names):
+        raise UsageError("give a weight to every style layer or to none")
+    return tuple(names), (tuple(weights) if weights else None)
+
+
+def parse_args(argv=None):
+    """Parse and check everything that needs no file or network; raises UsageError."""
+    args = build_parser().parse_args(argv)
+    check_layer(args.content_layer)
+    args.style_layers, args.style_layer_weights = parse_style_layers(args.style_layers)
+    if args.style_blend is not None and len(args.style_blend) != len(args.style):
+        raise UsageError(f"--style-blend has {len(args.style_blend)} weights for "
+                         f"{len(args.style)} style images")
+    if (args.alpha is None) != (args.beta is None):
+        raise UsageError("give --alpha and --beta together (or use --ratio)")
+    if args.alpha is None:
+        args.alpha, args.beta = args.ratio, 1.0
+    if args.mode == "content":
+        args.alpha, args.beta = 1.0, 0.0
+    if args.mode == "texture":
+        args.alpha, args.beta = 0.0, 1.0
+    if args.preserve_color and args.mode != "transfer":
+        raise UsageError("--preserve-color applies to --mode transfer only")
+    return args
+
+
+def main(argv=None) -> int:
+    from minivgg.transfer.run import run
+    try:
+        args = parse_args(argv)
+        return run(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
