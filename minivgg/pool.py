@@ -37,13 +37,17 @@ class AvgPoolCache(NamedTuple):
 
 
 def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2):
-    """out[n,c,i,j] = mean of x over the k x k window at (s*i, s*j); x (N,C,H,W) -> (N,C,OH,OW)."""
+    """out[n,c,i,j] = mean of x over the k x k window at (s*i, s*j); x (N,C,H,W) -> (N,C,OH,OW).
+
+    ``out`` starts as a copy of the first offset's window (no zero fill); the others add in place.
+    """
     xp = get_array_module(x)
     oh, ow = pool_output_size(x.shape[2], x.shape[3], kernel, stride)
-    out = xp.zeros(x.shape[:2] + (oh, ow), dtype=x.dtype)
+    out = xp.array(_window(x, 0, 0, oh, ow, stride))               # (N, C, OH, OW), a copy
     for u in range(kernel):
         for v in range(kernel):
-            out += _window(x, u, v, oh, ow, stride)
+            if u or v:
+                out += _window(x, u, v, oh, ow, stride)
     out *= x.dtype.type(1.0 / (kernel * kernel))
     return out, AvgPoolCache(x.shape, kernel, stride)
 
@@ -52,15 +56,26 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
     """dx = dout / k^2 spread over each window (local derivative: 1/k^2 inside the window, 0 outside).
 
     Rows/columns dropped by the floor get zero gradient; overlapping windows (s < k) add up.
+    When s = k (VGG) the windows tile the image without overlap, so each
+    offset's slice is *assigned* (no zero fill, no read-modify-write) and only
+    the dropped rows and columns are zeroed; otherwise slice additions.
     """
     xp = get_array_module(dout)
     x_shape, kernel, stride = cache
     oh, ow = dout.shape[2:]
-    dx = xp.zeros(x_shape, dtype=dout.dtype)
-    share = dout * dout.dtype.type(1.0 / (kernel * kernel))
-    for u in range(kernel):
-        for v in range(kernel):
-            _window(dx, u, v, oh, ow, stride)[...] += share
+    share = dout * dout.dtype.type(1.0 / (kernel * kernel))       # (N, C, OH, OW)
+    if stride == kernel:
+        dx = xp.empty(x_shape, dtype=dout.dtype)
+        dx[:, :, kernel * oh:] = 0                                  # rows the floor dropped
+        dx[:, :, :, kernel * ow:] = 0                               # columns the floor dropped
+        for u in range(kernel):
+            for v in range(kernel):
+                _window(dx, u, v, oh, ow, stride)[...] = share      # disjoint windows cover the rest
+    else:
+        dx = xp.zeros(x_shape, dtype=dout.dtype)
+        for u in range(kernel):
+            for v in range(kernel):
+                _window(dx, u, v, oh, ow, stride)[...] += share
     assert dx.shape == x_shape
     return dx
 

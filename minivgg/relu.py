@@ -34,8 +34,14 @@ def relu_mask(out):
     return (out > 0).astype(out.dtype)
 
 
-def relu_backward(dout, cache: ReluCache):
-    """dx = dout * [x > 0]  (local derivative: 1 for x > 0, 0 for x <= 0)."""
-    dx = dout * relu_mask(cache.out)
+def relu_backward(dout, cache: ReluCache, *, out=None):
+    """dx = dout * [x > 0]  (local derivative: 1 for x > 0, 0 for x <= 0).
+
+    One pass: the boolean mask ``out > 0`` multiplies ``dout`` directly (no
+    float copy of the mask). ``out``: optional array to write dx into; it may
+    be ``dout`` itself (in place), which the network does with gradients it owns.
+    """
+    xp = get_array_module(dout)
+    dx = xp.multiply(dout, cache.out > 0, out=out)
     assert dx.shape == cache.out.shape
     return dx

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import get_array_module, to_device
+from minivgg.backend import to_device
 from minivgg.conv import conv2d_backward, conv2d_forward
 from minivgg.pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                           max_pool2d_forward)
@@ -89,8 +89,10 @@ class VGG19:
             if tuple(w.shape) != CONV_SHAPES[name] or tuple(b.shape) != (CONV_SHAPES[name][0],):
                 raise ValueError(f"{name}: expected weight {CONV_SHAPES[name]} and bias "
                                  f"({CONV_SHAPES[name][0]},), got {tuple(w.shape)} and {tuple(b.shape)}")
-            self.params[name] = (to_device(w, device).astype(self.dtype),
-                                 to_device(b, device).astype(self.dtype))
+            # copy=False: weights already of this dtype and device are shared, not duplicated
+            # (80 MB in float32); the network never writes to them.
+            self.params[name] = (to_device(w, device).astype(self.dtype, copy=False),
+                                 to_device(b, device).astype(self.dtype, copy=False))
         self._pool_forward = avg_pool2d_forward if pooling == "avg" else max_pool2d_forward
         self._pool_backward = avg_pool2d_backward if pooling == "avg" else max_pool2d_backward
 
@@ -110,14 +112,13 @@ class VGG19:
         if min(x.shape[2:]) < need:
             raise ValueError(f"a {x.shape[2]}x{x.shape[3]} image is too small for "
                              f"{LAYER_NAMES[depth - 1]}: it needs at least {need}x{need} pixels")
-        xp = get_array_module(x)
         out = x.astype(self.dtype, copy=False)
         feats, caches = {}, []
         for name in LAYER_NAMES[:depth]:
             if name.startswith("conv"):
                 w, b = self.params[name]
-                out, conv_cache = conv2d_forward(out, w, b, stride=1, pad=1)
-                xp.maximum(out, 0, out=out)                  # ReLU in place: out is the mask too
+                # bias and ReLU fused into the conv's tiles; out is the ReLU's mask too
+                out, conv_cache = conv2d_forward(out, w, b, stride=1, pad=1, relu=True)
                 caches.append((conv_cache, ReluCache(out)))
             else:
                 out, pool_cache = self._pool_forward(out, 2, 2)
@@ -130,25 +131,33 @@ class VGG19:
         """dx for the loss whose gradient at tap t is ``grads[t]`` (same shape as feats[t]).
 
         Walks down once from the deepest tap: the gradient arriving at a tap is
-        added to the one coming from the layers above it. grads are not modified.
+        added to the one coming from the layers above it. grads are not modified;
+        gradients the walk made itself are updated in place (``owned``), which
+        saves a full-size temporary per ReLU and per tap.
         """
         for name in grads:
             if layer_index(name) >= cache.depth:
                 raise ValueError(f"no forward ran as deep as {name!r}")
-        dout = None
+        dout, owned = None, False          # owned: dout is ours to overwrite (not one of grads)
         for index in range(cache.depth - 1, -1, -1):
             name = LAYER_NAMES[index]
             if name in grads:
-                dout = grads[name] if dout is None else dout + grads[name]
+                if dout is None:
+                    dout, owned = grads[name], False
+                elif owned:
+                    dout += grads[name]
+                else:
+                    dout, owned = dout + grads[name], True
             if dout is None:
                 continue
             layer_cache = cache.layers[index]
             if name.startswith("conv"):
                 conv_cache, relu_cache = layer_cache
-                dout = relu_backward(dout, relu_cache)
+                dout = relu_backward(dout, relu_cache, out=dout if owned else None)
                 dout, _, _ = conv2d_backward(dout, conv_cache)
             else:
                 dout = self._pool_backward(dout, layer_cache)
+            owned = True
         if dout is None:
             raise ValueError("backward needs a gradient for at least one tap")
         return dout

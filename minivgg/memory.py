@@ -1,0 +1,292 @@
+"""How much memory a style-transfer run needs, and whether this machine has it.
+
+    estimate_peak_bytes(height, width, ...)  -> predicted peak RSS of a run (bytes)
+    estimate(height, width, ...)             -> the same, term by term (MemoryEstimate)
+    available_memory_bytes(device)           -> what the machine can still give (bytes, or None)
+    check_fits(needed)                       -> None, or raises NotEnoughMemory (one line)
+    ensure_fits(height, width, ...)          -> the estimate, or raises NotEnoughMemory
+
+The model walks the VGG-19 layer table (``minivgg.vgg.LAYERS``) at the given
+image size and adds up the arrays the code keeps alive at its two high-water
+marks. Shape legend: H, W image size; layer l's output (C_l, h_l, w_l) with
+A_l = C_l * h_l * w_l elements; s = bytes per element of the network's dtype;
+n = 3 * H * W pixels.
+
+One evaluation (forward to the deepest layer, losses, backward to the pixels):
+
+* **baseline**: the interpreter and its libraries (``INTERPRETER_BYTES``;
+  ``SCIPY_BYTES`` more when the optimiser runs), all 16 convolutions' weights
+  and biases (s * 20,024,384 bytes), the objective's targets (content features
+  and the style Gram matrices), and the images (content, style, x).
+* **activations** kept for backward: every layer's output up to the deepest
+  tap, sum_l A_l * s (the conv's input *is* the layer below's output, the
+  ReLU's mask *is* its output, average pooling keeps only a shape, max pooling
+  one int8 per output).
+* **gradients** the objective holds while the network runs backward: one per
+  tap (sum over taps of A_t * s) and the content loss's difference (A_content * s).
+* **transient**, the largest of: the style-loss backward of a layer (its
+  gradient and a float mask, 2 A_l s, with the earlier taps' gradients
+  already made); and, for each layer on the way down, the upstream gradient
+  (A_l s), the gradient it produces (A_{l-1} s) and, for a convolution, one
+  tile (``minivgg.conv.TILE_BYTES``) and the flipped weights.
+
+Construction of the objective runs two forward passes and keeps the first
+one's activations alive while the second runs (``Objective.__init__`` binds
+the content pass to a name until the style pass replaces it), so its mark is
+baseline + activations to the content layer + activations to the deepest
+style layer. The peak is the larger of the two marks.
+
+* **optimiser** (``optimizer="lbfgs"``): scipy's L-BFGS-B keeps ``maxcor``
+  correction pairs (s_k, y_k) of float64 images, 2 * maxcor * n * 8 bytes, in
+  a workspace of (2 maxcor + 5) n float64, plus about eight more float64 and
+  four int32/float32 vectors of n (x, g, bounds, the scipy wrapper's copies,
+  the engine/float64 conversions at the boundary): (2 maxcor + 13) * 8n + 16n.
+
+Against measured peak RSS (``python -m minivgg.bench``, float32, paper
+settings, one process per case) the estimate is within a few percent at
+256, 512 and 1024; see the bench's ``estimate_error`` column.
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy
+
+from minivgg.conv import TILE_BYTES, rows_per_tile, tile_bytes
+from minivgg.transfer.objective import PAPER_STYLE_LAYERS
+from minivgg.vgg import CONV_SHAPES, LAYERS, layer_index
+
+#: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
+#: imported (measured: 38 MB), with a little room for the caller's own modules.
+INTERPRETER_BYTES = 40 * 2**20
+#: What importing ``scipy.optimize`` adds to the RSS (measured: 45 MB).
+SCIPY_BYTES = 45 * 2**20
+#: Number of weights and biases of VGG-19's 16 convolutions.
+WEIGHT_COUNT = sum(o * c * kh * kw + o for o, c, kh, kw in CONV_SHAPES.values())
+
+
+class NotEnoughMemory(MemoryError, ValueError):
+    """A run would need more memory than the machine has available (raised before it starts)."""
+
+
+class MemoryEstimate(NamedTuple):
+    """Predicted peak memory of a run, in bytes, term by term (see the module docstring)."""
+
+    baseline: int      # interpreter, libraries, weights, targets, images
+    activations: int   # layer outputs kept for backward (at the peak's phase)
+    gradients: int     # per-tap gradients held by the objective (0 in construction)
+    transient: int     # the largest short-lived arrays at the peak
+    optimizer: int     # L-BFGS-B state (0 without optimiser)
+    phase: str         # "evaluation" or "construction": where the peak is
+
+    @property
+    def total(self) -> int:
+        return self.baseline + self.activations + self.gradients + self.transient + self.optimizer
+
+
+def layer_outputs(height: int, width: int, last: str):
+    """[(name, C_in, C_out, h, w)] of every layer up to and including ``last``: its output shape (1, C_out, h, w)."""
+    h, w = height, width
+    table = []
+    for name, cin, cout in LAYERS[:layer_index(last) + 1]:
+        if name.startswith("pool"):
+            h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+        table.append((name, cin, cout, h, w))
+    return table
+
+
+def _conv_forward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str) -> int:
+    """Bytes of one forward tile of a 3x3, pad 1 conv: the unrolled rows and their padded input rows."""
+    k = cin * 9
+    rows = min(rows_per_tile(1, k, w, s, tile_bytes(cout * k * s, device)), h)
+    return k * rows * w * s + cin * (rows + 2) * (w + 2) * s
+
+
+def _conv_backward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str) -> int:
+    """Bytes of one backward tile (transposed-conv or col2im route, as ``conv2d_backward`` picks)."""
+    if cout <= 2 * cin:                     # transposed convolution of dout, plus the flipped weights
+        return _conv_forward_tile(cout, cin, w, h, s, device) + cout * cin * 9 * s
+    return _conv_forward_tile(cin, cout, w, h, s, device)   # dcols and the padded dx rows: same sizes
+
+
+def _optimizer_bytes(pixels: int, maxcor: int) -> int:
+    """L-BFGS-B state for ``pixels`` float64 unknowns: (2 maxcor + 13) * 8n + 16n (module docstring)."""
+    return (2 * maxcor + 13) * 8 * pixels + 16 * pixels
+
+
+def estimate(height: int, width: int, dtype: str = "float32", **kwargs) -> MemoryEstimate:
+    """Predicted peak memory of a run at ``height`` x ``width``, term by term: the larger phase.
+
+    Keyword arguments as ``estimate_phases``.
+    """
+    return max(estimate_phases(height, width, dtype, **kwargs), key=lambda e: e.total)
+
+
+def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_layer: str | None = "conv4_2",
+                    style_layers=PAPER_STYLE_LAYERS, layers=None, pooling: str = "avg", style_size=None,
+                    optimizer: str | None = "lbfgs", maxcor: int = 20,
+                    device: str = "cpu") -> tuple[MemoryEstimate, MemoryEstimate]:
+    """(evaluation, construction): the two high-water marks of a run, term by term.
+
+    content_layer: None for texture synthesis; style_layers: () for content
+    reconstruction; layers: instead of those two, every layer the losses use
+    when the caller does not say which is which (modelled conservatively: all
+    as style layers, the deepest also as the content layer); style_size:
+    (Hs, Ws) of the style image (default: the content size, as the paper
+    resizes it); optimizer: "lbfgs" (a run: scipy L-BFGS-B with ``maxcor``
+    pairs) or None (evaluations only, as the benchmark runs). device "gpu":
+    the CuPy pool's bytes, without the interpreter or the optimiser (both live
+    in host memory).
+    """
+    s = numpy.dtype(dtype).itemsize
+    if layers is not None:
+        style_layers = tuple(dict.fromkeys(layers))
+        content_layer = max(style_layers, key=layer_index) if style_layers else None
+    style_layers = tuple(style_layers)
+    taps = tuple(dict.fromkeys(style_layers + ((content_layer,) if content_layer else ())))
+    if not taps:
+        raise ValueError("a run needs a content layer, style layers, or both")
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', not {pooling!r}")
+    deepest = max(taps, key=layer_index)
+    table = layer_outputs(height, width, deepest)
+    size = {name: cout * h * w for name, _, cout, h, w in table}   # A_l, elements
+    pixels = 3 * height * width
+
+    def kept(last, h0, w0):
+        """Bytes of the activations a forward pass to ``last`` keeps, on an h0 x w0 input."""
+        total = 3 * h0 * w0 * s
+        for name, _, cout, h, w in layer_outputs(h0, w0, last):
+            total += cout * h * w * s
+            if pooling == "max" and name.startswith("pool"):
+                total += cout * h * w                                # int8 winning offsets
+        return total
+
+    hs, ws = style_size or (height, width)
+    style_grams = sum(cout * cout * s for name, _, cout, _, _ in table if name in style_layers)
+    targets = (size[content_layer] * s if content_layer else 0) + style_grams
+    images = 3 * pixels * s                                          # content, style, x
+    baseline = (INTERPRETER_BYTES if device == "cpu" else 0) + WEIGHT_COUNT * s + targets + images
+    if optimizer is not None and device == "cpu":
+        baseline += SCIPY_BYTES
+    opt = _optimizer_bytes(pixels, maxcor) if optimizer is not None and device == "cpu" else 0
+
+    # Evaluation: activations of the whole forward pass.
+    activations = kept(deepest, height, width)
+    content_diff = size[content_layer] * s if content_layer else 0
+    gradients = sum(size[t] * s for t in taps) + content_diff
+    # Marks as (gradients held, transient): the style-loss backward of each
+    # layer, in the objective's order (content loss first) ...
+    marks = []
+    held = 2 * content_diff                                          # content gradient and diff
+    for name in style_layers:
+        marks.append((held, 2 * size[name] * s))                     # gradient and float mask
+        held += size[name] * s
+    # ... and each layer of the walk down: upstream gradient, produced gradient, one tile.
+    below = dict(zip([row[0] for row in table], [("input", 3, 3, height, width)] + table[:-1]))
+    for name, cin, cout, h, w in table:
+        _, _, cprev, hprev, wprev = below[name]
+        mark = size[name] * s + cprev * hprev * wprev * s
+        if name.startswith("conv"):
+            mark += _conv_backward_tile(cin, cout, w, h, s, device)
+        else:
+            mark += size[name] * s                                   # dout / k^2
+        marks.append((gradients, mark))
+    held, transient = max(marks, key=sum)
+    evaluation = MemoryEstimate(baseline, activations, held, transient, opt, "evaluation")
+
+    # Construction: the content pass's activations stay alive during the style pass.
+    first = kept(content_layer, height, width) if content_layer else 0
+    second = kept(max(style_layers, key=layer_index), hs, ws) if style_layers else 0
+    widest = max(_conv_forward_tile(cin, cout, w, h, s, device)
+                 for name, cin, cout, h, w in table if name.startswith("conv"))
+    construction = MemoryEstimate(baseline, first + second, 0, widest, opt, "construction")
+    return evaluation, construction
+
+
+def estimate_peak_bytes(height: int, width: int, dtype: str = "float32", **kwargs) -> int:
+    """Predicted peak memory (bytes) of a run; keyword arguments as ``estimate``."""
+    return estimate(height, width, dtype, **kwargs).total
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def available_memory_bytes(device: str = "cpu") -> int | None:
+    """Bytes this process can still allocate, or None where the system does not say.
+
+    cpu: the smaller of /proc/meminfo's MemAvailable and the cgroup's room
+    (v2 memory.max - memory.current, or v1 limit_in_bytes - usage_in_bytes).
+    gpu: free device memory plus the CuPy pool's cached free blocks.
+    """
+    if device == "gpu":
+        from minivgg.backend import get_array_module, to_device
+        xp = get_array_module(to_device(numpy.zeros(1), "gpu"))
+        free, _ = xp.cuda.runtime.memGetInfo()
+        return int(free) + int(xp.get_default_memory_pool().free_bytes())
+    candidates = [_meminfo_available()]
+    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_path), _read_int(usage_path)
+        if limit is not None and usage is not None and limit < 2**60:   # "max" or v1's huge "no limit"
+            candidates.append(max(0, limit - usage))
+    known = [c for c in candidates if c is not None]
+    return min(known) if known else None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def refusal_message(needed: int, available: int, device: str = "cpu", what: str = "this run") -> str:
+    """The one-line reason a run is refused: what, where, the estimate and what is available."""
+    return (f"not enough memory for {what} on {device}: estimated peak {_gb(needed)}, "
+            f"available {_gb(available)}; use a smaller size")
+
+
+def check_fits(needed: int, available: int | None = None, *, device: str = "cpu",
+               what: str = "this run") -> None:
+    """Raise NotEnoughMemory (one line: estimate and available) if ``needed`` bytes exceed ``available``.
+
+    available: default ``available_memory_bytes(device)``; when that is unknown, nothing is refused.
+    """
+    if available is None:
+        available = available_memory_bytes(device)
+    if available is not None and needed > available:
+        raise NotEnoughMemory(refusal_message(needed, available, device, what))
+
+
+def ensure_fits(height: int, width: int, dtype: str = "float32", *, device: str = "cpu",
+                available: int | None = None, **kwargs) -> int:
+    """The estimated peak (bytes) if it fits in ``available`` (default: ``available_memory_bytes``).
+
+    Raises NotEnoughMemory (a MemoryError and a ValueError) with a one-line
+    message giving both numbers otherwise; passes when availability is unknown.
+    Keyword arguments as ``estimate``.
+    """
+    needed = estimate_peak_bytes(height, width, dtype, device=device, **kwargs)
+    check_fits(needed, available, device=device, what=f"a {height}x{width} run")
+    return needed
+
+
+__all__ = ["estimate", "estimate_phases", "estimate_peak_bytes", "available_memory_bytes", "ensure_fits",
+           "check_fits", "refusal_message", "MemoryEstimate", "NotEnoughMemory", "layer_outputs", "TILE_BYTES"]

@@ -1,0 +1,62 @@
+"""The benchmark's arithmetic and interface (no timing is asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minivgg import bench
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (256, 256), (512, 512), (96, 160)])
+def test_forward_macs_per_pixel_is_361152_up_to_conv5_1(height, width):
+    """Hand count: conv1_1 1728 + conv1_2 36864 + block 2 (18432 + 36864) + block 3 (18432 + 3 * 36864)
+    + block 4 (18432 + 3 * 36864) + conv5_1 9216 = 361,152 MACs per input pixel."""
+    assert bench.forward_macs(height, width) == 361_152 * height * width
+
+
+def test_flops_are_forward_and_backward_two_per_mac():
+    assert bench.objective_flops(512, 512) == 4 * 361_152 * 512 * 512   # 378.7 GFLOP
+    assert bench.forward_macs(32, 32, last="conv1_2") == (3 + 64) * 64 * 9 * 32 * 32
+
+
+def test_floor_sizes_count_each_layer_at_its_own_size():
+    # 17x17: pools floor to 8, 4, 2, 1, so conv5_1 runs on 1x1
+    assert bench.forward_macs(17, 17) == (
+        (3 * 64 + 64 * 64) * 9 * 289 + (64 * 128 + 128 * 128) * 9 * 64
+        + (128 * 256 + 3 * 256 * 256) * 9 * 16 + (256 * 512 + 3 * 512 * 512) * 9 * 4 + 512 * 512 * 9)
+
+
+def test_blas_info_reports_the_openblas_environment(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    info = bench.blas_info()
+    assert info["OPENBLAS_CORETYPE"] == "Haswell" and "blas" in info
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert "OPENBLAS_CORETYPE" not in bench.blas_info()
+
+
+def test_help_describes_the_options(capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--sizes", "--device", "--json", "--torch", "--repeats", "--dtype"):
+        assert option in text
+
+
+def test_json_rows_in_a_subprocess(vgg_params):
+    """One tiny case end to end: the fields the issue asks for, from a fresh process."""
+    done = subprocess.run([sys.executable, "-m", "minivgg.bench", "--sizes", "32", "--repeats", "1",
+                           "--warmup", "0", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    for field in ("size", "device", "dtype", "seconds_per_eval", "gflops", "matmul_gflops",
+                  "fraction_of_matmul", "peak_rss_bytes", "estimated_peak_bytes", "estimate_error",
+                  "blas", "total_loss"):
+        assert field in row, field
+    assert (row["size"], row["device"], row["dtype"]) == (32, "cpu", "float32")
+    assert row["seconds_per_eval"] > 0 and row["peak_rss_bytes"] > 0

@@ -1,0 +1,112 @@
+"""The memory model: its terms against hand counts, its growth, and the refusal before a run."""
+from __future__ import annotations
+
+import pytest
+
+from minivgg import memory
+from minivgg.memory import (NotEnoughMemory, available_memory_bytes, check_fits, ensure_fits,
+                            estimate, estimate_peak_bytes, estimate_phases)
+
+# Elements per input pixel of every output kept up to conv5_1, by hand (sizes divisible by 16):
+# input 3; conv1_1, conv1_2 2*64; pool1 64/4; conv2_* 2*128/4; pool2 128/16; conv3_* 4*256/16;
+# pool3 256/64; conv4_* 4*512/64; pool4 512/256; conv5_1 512/256.
+KEPT_PER_PIXEL = 3 + 128 + 16 + 64 + 8 + 64 + 4 + 32 + 2 + 2
+
+
+def test_activations_match_a_hand_count():
+    evaluation, _ = estimate_phases(512, 512, "float32")
+    assert evaluation.activations == KEPT_PER_PIXEL * 4 * 512 * 512
+    evaluation64, _ = estimate_phases(512, 512, "float64")
+    assert evaluation64.activations == 2 * evaluation.activations
+
+
+def test_weights_count_is_vgg19s():
+    assert memory.WEIGHT_COUNT == 20_024_384                        # 16 convs of VGG-19, weights + biases
+
+
+def test_estimate_grows_with_size_and_dtype():
+    sizes = [64, 128, 256, 512, 1024, 2048]
+    peaks = [estimate_peak_bytes(s, s) for s in sizes]
+    assert all(a < b for a, b in zip(peaks, peaks[1:]))
+    assert estimate_peak_bytes(300, 200) < estimate_peak_bytes(300, 400)
+    assert estimate_peak_bytes(512, 512, "float64") > estimate_peak_bytes(512, 512, "float32")
+    # large images: the activations dominate, so the estimate scales like the pixel count
+    assert 3.5 < estimate_peak_bytes(2048, 2048) / estimate_peak_bytes(1024, 1024) < 4.1
+
+
+def test_terms_add_up_and_name_the_phase():
+    e = estimate(512, 512)
+    assert e.total == e.baseline + e.activations + e.gradients + e.transient + e.optimizer
+    assert e.phase in ("evaluation", "construction")
+    assert e.total == max(p.total for p in estimate_phases(512, 512))
+
+
+def test_optimizer_adds_the_lbfgs_state():
+    n = 3 * 256 * 256
+    without = estimate_peak_bytes(256, 256, optimizer=None)
+    with_lbfgs = estimate_peak_bytes(256, 256, maxcor=20)          # a run: L-BFGS-B by default
+    assert with_lbfgs - without == memory.SCIPY_BYTES + (2 * 20 + 13) * 8 * n + 16 * n
+    assert (estimate_peak_bytes(256, 256, optimizer="lbfgs", maxcor=40)
+            - with_lbfgs) == 2 * 20 * 8 * n                       # 20 more (s, y) pairs
+
+
+def test_settings_change_the_estimate():
+    paper = estimate_peak_bytes(256, 256)
+    assert estimate_peak_bytes(256, 256, pooling="max") > paper     # int8 winners per pool output
+    shallow = estimate_peak_bytes(256, 256, content_layer="conv2_2", style_layers=("conv1_1",))
+    assert shallow < paper
+    assert estimate_peak_bytes(256, 256, content_layer=None) > 0    # texture synthesis
+    assert estimate_peak_bytes(256, 256, style_layers=()) > 0       # content reconstruction
+    gpu, cpu = estimate(256, 256, device="gpu"), estimate(256, 256, optimizer=None)
+    assert gpu.baseline == cpu.baseline - memory.INTERPRETER_BYTES  # no interpreter on the device
+    assert gpu.optimizer == 0 < estimate(256, 256).optimizer        # the optimiser lives on the host
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown VGG-19 layer"):
+        estimate_peak_bytes(256, 256, content_layer="conv9_9")
+    with pytest.raises(ValueError, match="pooling"):
+        estimate_peak_bytes(256, 256, pooling="median")
+    with pytest.raises(ValueError, match="content layer, style layers"):
+        estimate_peak_bytes(256, 256, content_layer=None, style_layers=())
+
+
+def test_refusal_gives_estimate_and_available_on_one_line():
+    with pytest.raises(NotEnoughMemory) as info:
+        ensure_fits(4096, 4096, available=2 * 10**9)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "4096x4096" in message and "estimated peak" in message and "available 2.00 GB" in message
+    assert isinstance(info.value, MemoryError) and isinstance(info.value, ValueError)
+
+
+def test_check_fits_on_a_number():
+    check_fits(10**9, available=2 * 10**9)
+    with pytest.raises(NotEnoughMemory, match=r"estimated peak 3\.00 GB, available 2\.00 GB"):
+        check_fits(3 * 10**9, available=2 * 10**9)
+
+
+def test_layers_without_roles_are_modelled_conservatively():
+    paper = ("conv4_2",) + memory.PAPER_STYLE_LAYERS
+    assert estimate_peak_bytes(256, 256, layers=paper) >= estimate_peak_bytes(256, 256)
+    assert estimate_peak_bytes(256, 256, layers=paper) < 1.1 * estimate_peak_bytes(256, 256)
+
+
+def test_fitting_runs_return_the_estimate():
+    assert ensure_fits(256, 256, available=10**12) == estimate_peak_bytes(256, 256)
+
+
+def test_unknown_availability_does_not_refuse(monkeypatch):
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu": None)
+    assert ensure_fits(8192, 8192) == estimate_peak_bytes(8192, 8192)
+
+
+def test_available_memory_reads_the_system(monkeypatch):
+    found = available_memory_bytes()
+    assert found is None or found > 0
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: 123 * 2**20)
+    monkeypatch.setattr(memory, "_read_int", lambda path: None)
+    assert available_memory_bytes() == 123 * 2**20
+    limits = {"/sys/fs/cgroup/memory.max": 100 * 2**20, "/sys/fs/cgroup/memory.current": 40 * 2**20}
+    monkeypatch.setattr(memory, "_read_int", limits.get)
+    assert available_memory_bytes() == 60 * 2**20                  # the cgroup's room is smaller
