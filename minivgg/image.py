@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,22 +53,29 @@ def pixel_bounds():
 
 def _to_rgb_array(img: Image.Image, notes: list) -> np.ndarray:
     """Any Pillow mode -> (H, W, 3) float64 RGB in 0..255; ``notes`` says what was changed."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode.startswith("I;16"):                                  # 16-bit grayscale
+        notes.append("16-bit grayscale scaled to 8-bit range and used as RGB")
+        a = np.asarray(img, dtype=np.float64) / 257.0                 # 65535 -> 255
+        return np.repeat(np.clip(a, 0, 255)[:, :, None], 3, axis=2)
+    if img.mode == "I":                                              # 32-bit integer samples
         a = np.asarray(img, dtype=np.float64)
-        if a.max() > 255:                                            # 16-bit samples
+        if a.max() > 255:
             a = a / 257.0
             notes.append("16-bit samples scaled to 8-bit range")
+        notes.append("grayscale used as RGB")
         return np.repeat(np.clip(a, 0, 255)[:, :, None], 3, axis=2)
     if img.mode == "F":
+        notes.append("floating-point grayscale clipped to 0..255 and used as RGB")
         a = np.clip(np.asarray(img, dtype=np.float64), 0, 255)
         return np.repeat(a[:, :, None], 3, axis=2)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:                           # some pixel is not opaque
+            notes.append("transparency flattened onto white")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-        notes.append("transparency flattened onto white")
     if img.mode == "CMYK":
         notes.append("CMYK converted to RGB")
     if img.mode in ("1", "L"):
@@ -75,38 +83,74 @@ def _to_rgb_array(img: Image.Image, notes: list) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float64)
 
 
-def load_rgb(path, what="image") -> tuple[np.ndarray, list]:
-    """Read ``path`` as (H, W, 3) float64 RGB 0..255, EXIF orientation applied.
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATION_WORDS = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped", 5: "transposed",
+                      6: "rotated 90 degrees", 7: "transversed", 8: "rotated 270 degrees"}
 
-    Returns (rgb, notes). Raises ImageError "<what> 'path': <problem>" for a
-    missing file, a directory, no permission, an empty, truncated or non-image file.
-    """
-    path = Path(path)
-    label = f"{what} '{path}'"
+
+def _check_readable(path: Path, label: str) -> None:
+    """Refuse, with one message, a path that is missing, not a regular file, unreadable or empty."""
     if not path.exists():
         raise ImageError(f"{label}: no such file")
     if path.is_dir():
         raise ImageError(f"{label}: is a directory, not an image file")
+    if not path.is_file():                                          # a FIFO would block, a device never ends
+        raise ImageError(f"{label}: not a regular file")
     if not os.access(path, os.R_OK):
         raise ImageError(f"{label}: permission denied (cannot read the file)")
     if path.stat().st_size == 0:
         raise ImageError(f"{label}: the file is empty")
+
+
+def _decode(path: Path, notes: list) -> np.ndarray:
+    """Open, fully decode, orient and convert one image file; Pillow's own errors pass through."""
+    with Image.open(path) as img:
+        frames = getattr(img, "n_frames", 1)
+        img.load()                                                  # decode now: truncation shows here
+        try:
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            oriented = ImageOps.exif_transpose(img)
+        except Exception as exc:  # damaged EXIF: the pixels are still good
+            orientation, oriented = 1, img
+            notes.append(f"EXIF data unreadable, orientation ignored ({type(exc).__name__})")
+        if orientation in _ORIENTATION_WORDS:
+            notes.append(f"{_ORIENTATION_WORDS[orientation]} as its EXIF orientation ({orientation}) says")
+        if frames > 1:
+            notes.append(f"first frame of {frames} used")
+        return _to_rgb_array(oriented, notes)
+
+
+def load_rgb(path, what="image") -> tuple[np.ndarray, list]:
+    """Read ``path`` as (H, W, 3) float64 RGB 0..255, EXIF orientation applied.
+
+    Returns (rgb, notes): notes say what was changed on the way (transparency
+    flattened onto white, CMYK or 16-bit converted, rotated by EXIF, Pillow's
+    warnings). Raises ImageError "<what> 'path': <problem>" for a missing file,
+    a directory, no permission, an empty, truncated, damaged or non-image file.
+    """
+    path = Path(path)
+    label = f"{what} '{path}'"
+    _check_readable(path, label)
     notes = []
     try:
-        with Image.open(path) as img:
-            img.load()
-            oriented = ImageOps.exif_transpose(img)
-            if oriented is not img and oriented.size != img.size:
-                notes.append("rotated as its EXIF orientation says")
-            rgb = _to_rgb_array(oriented, notes)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rgb = _decode(path, notes)
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image file Pillow can read") from None
+        raise ImageError(f"{label}: not an image file (Pillow cannot identify its format)") from None
+    except PermissionError:
+        raise ImageError(f"{label}: permission denied (cannot read the file)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{label}: too many pixels to decode safely ({exc})") from None
+    except MemoryError:
+        raise ImageError(f"{label}: not enough memory to decode the image") from None
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise ImageError(f"{label}: permission denied (cannot read the file)") from None
         raise ImageError(f"{label}: the file is truncated or damaged ({exc})") from None
-    except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{label}: cannot decode the image ({exc})") from None
+    except Exception as exc:  # a damaged file can make any of Pillow's decoders fail
+        raise ImageError(f"{label}: cannot decode the image ({type(exc).__name__}: {exc})") from None
+    notes += [f"Pillow warned: {w.message}" for w in caught]
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"{label}: the image has no pixels")
     return rgb, notes
@@ -128,11 +172,19 @@ def fit_long_side(height: int, width: int, long_side: int) -> tuple[int, int]:
 
 
 def save_rgb(rgb_uint8, path) -> Path:
-    """Write (H, W, 3) uint8 RGB as PNG via a temporary file and an atomic rename; returns the path."""
+    """Write (H, W, 3) uint8 RGB as PNG, completely or not at all; returns the path.
+
+    The PNG goes to a hidden temporary file in the same folder, is flushed to
+    the disk, then renamed over ``path`` (atomic on POSIX): a reader, or a
+    process killed mid-write, never sees a partial file at ``path``.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        Image.fromarray(np.ascontiguousarray(rgb_uint8, dtype=np.uint8)).save(tmp, format="PNG")
+        with open(tmp, "wb") as f:
+            Image.fromarray(np.ascontiguousarray(rgb_uint8, dtype=np.uint8)).save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

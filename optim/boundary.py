@@ -25,7 +25,9 @@ class FlatObjective:
     Counts evaluations, remembers the loss parts of the latest one (for
     progress), and keeps a copy of the evaluated point with the lowest finite
     total loss, which is what any stop returns. A NaN or Inf loss or gradient
-    raises ``Stopped("not finite")`` so the last good image survives.
+    raises ``Stopped("not finite")`` so the last good image survives. The best
+    (loss, z) pair is replaced in one assignment, so a KeyboardInterrupt that
+    lands anywhere in an evaluation never leaves a loss paired with another point.
     """
 
     def __init__(self, objective, like, time_limit=None):
@@ -35,8 +37,7 @@ class FlatObjective:
         self.xp = get_array_module(like)
         self.evaluations = 0
         self.last = None              # (total, content, style) of the latest evaluation
-        self.best_loss = math.inf
-        self.best_z = None
+        self.best = (math.inf, None)  # (lowest finite total loss, its z (3HW,) float64)
         self.deadline = None if time_limit is None else time.monotonic() + float(time_limit)
 
     def to_engine(self, z):
@@ -45,8 +46,9 @@ class FlatObjective:
 
     @staticmethod
     def to_flat(x):
-        """(1, 3, H, W) engine array -> (3HW,) contiguous float64 NumPy (a copy)."""
-        return np.ascontiguousarray(to_numpy(x), dtype=np.float64).ravel()
+        """(1, 3, H, W) engine array -> (3HW,) contiguous float64 NumPy (a copy, always: the
+        best point kept must not change when an optimiser updates x in place)."""
+        return np.array(to_numpy(x), dtype=np.float64, order="C", copy=True).ravel()
 
     def evaluate(self, x):
         """One evaluation on an engine array: the Evaluation, with counting, best-keeping and checks."""
@@ -59,9 +61,16 @@ class FlatObjective:
             raise Stopped("not finite")
         self.last = (total, float(ev.content_loss), float(ev.style_loss))
         if total < self.best_loss:
-            self.best_loss = total
-            self.best_z = self.to_flat(x)
+            self.best = (total, self.to_flat(x))
         return ev
+
+    @property
+    def best_loss(self) -> float:
+        return self.best[0]
+
+    @property
+    def best_z(self):
+        return self.best[1]
 
     def __call__(self, z):
         """scipy's fun: z (3HW,) float64 -> (f float, g (3HW,) float64)."""

@@ -1,13 +1,15 @@
 """``python -m minivgg.transfer``: the command line, its parsing and its checks.
 
 Every check that can fail runs before any computing, and a failure prints one
-line ``minivgg.transfer: error: ...`` and exits with code 2. The work itself is
-in ``minivgg/transfer/run.py``.
+line ``python -m minivgg.transfer: error: ...`` on stderr (no traceback) and
+exits with code 2. The work itself, and the exit statuses of a run that
+started, are in ``minivgg/transfer/run.py``.
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import sys
 
 from minivgg.transfer.objective import PAPER_STYLE_LAYERS
@@ -18,6 +20,7 @@ DEFAULT_SIZE = 256
 DEFAULT_ITERS = 200
 DEFAULT_CONTENT = "leuvenA"
 DEFAULT_STYLE = "starry_night"
+INIT_CHOICES = ("noise", "content", "style")
 
 EPILOG = f"""\
 images: a path, or the name of a sample photo from OpenCV's sample data (fetched once
@@ -32,9 +35,27 @@ examples:
   {PROG} --mode texture --style-layers conv1_1 conv2_1 conv3_1   # Fig. 1 style row
   {PROG} --preserve-color --ratio 1e-4
 
-An existing output file is never overwritten unless --force is given: the
-result goes to a new numbered name instead (out-1.png, out-2.png, ...).
-Ctrl-C or SIGTERM stops the run and saves the best image so far (exit 130/143).
+output: an existing output file is never overwritten unless --force is given: the
+result goes to a new numbered name instead (out-1.png, out-2.png, ...), and the
+run says so. The output folder must exist and be writable; this is checked
+before any work. Images and checkpoints are written completely or not at all
+(a temporary file renamed into place).
+
+stopping and resuming: Ctrl-C (SIGINT) or SIGTERM stops the run and writes the
+best image so far. With --save-every N a checkpoint OUT.iterNNNN.png is
+written every N iterations; --init OUT.iterNNNN.png starts a new run from it.
+A NaN or Inf in the loss stops the run and keeps the last good image.
+
+input images: any format Pillow reads. Grayscale, palette, CMYK and 16-bit
+images are converted to 8-bit RGB, transparency is flattened onto white, and
+the EXIF orientation of photos is applied; the run prints a note for each.
+Each side of the output must be at least 2^k pixels for a layer after k
+poolings (conv5_1: 16), so very wide or tall images need a larger --size.
+
+exit status: 0 done (also after --time-limit); 1 the run failed (NaN or Inf,
+out of memory, the result could not be written where asked); 2 refused before
+any work (bad option, unreadable image, too small, too large for memory, no
+GPU); 130 interrupted by SIGINT (Ctrl-C); 143 interrupted by SIGTERM.
 """
 
 
@@ -42,28 +63,44 @@ class UsageError(Exception):
     """A bad option or argument: reported as one line, exit code 2."""
 
 
+def report_error(message: str) -> None:
+    """The one line every refusal or failure prints on stderr."""
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         raise UsageError(f"{message} (see --help)")
 
 
+def _number(kind, text):
+    """``text`` as a finite int or float, or an ArgumentTypeError that says what it is not."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _positive(kind):
-    def convert(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    def positive(text):
+        value = _number(kind, text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
-    return convert
+    return positive
 
 
-def _non_negative(text):
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
+def _non_negative(kind):
+    def non_negative(text):
+        value = _number(kind, text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+        return value
+    return non_negative
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one or more style images (default %(default)s)")
     io.add_argument("--style-blend", nargs="+", type=_positive(float), metavar="W",
                     help="weights of the style images' Gram targets (default: equal)")
-    io.add_argument("--out", help="output PNG (default: <content>-<style>.png here)")
+    io.add_argument("--out", help="output PNG (default: <content>-<style>.png here); an existing "
+                                  "file is kept and the result goes to <out>-1.png, <out>-2.png, ...")
     io.add_argument("--force", action="store_true", help="overwrite an existing output file")
     io.add_argument("--size", type=_positive(int), default=DEFAULT_SIZE,
                     help="long side of the output in pixels (default %(default)s)")
@@ -97,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="alpha/beta, content weight over style weight (default %(default)g)")
     mode.add_argument("--alpha", type=_positive(float), help="explicit content weight (overrides --ratio)")
     mode.add_argument("--beta", type=_positive(float), help="explicit style weight (overrides --ratio)")
-    mode.add_argument("--tv-weight", type=_non_negative, default=0.0,
+    mode.add_argument("--tv-weight", type=_non_negative(float), default=0.0,
                       help="total-variation weight (not in the paper; default 0)")
     mode.add_argument("--preserve-color", action="store_true",
                       help="luminance-only transfer that keeps the content's colours (Gatys et al. 2016)")
@@ -122,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--init", default="noise",
                      help="noise (white noise, the paper's), content, style, or an image PATH "
                           "(e.g. a checkpoint to resume from)")
-    opt.add_argument("--seed", type=int, default=0, help="noise seed (default %(default)s)")
+    opt.add_argument("--seed", type=_non_negative(int), default=0, help="noise seed (default %(default)s)")
     opt.add_argument("--save-every", type=_positive(int), metavar="N",
-                     help="also save the image every N iterations (<out>.iterNNNN.png)")
+                     help="also save the image every N iterations (<out>.iterNNNN.png); "
+                          "resume from one with --init")
     opt.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
                      help="stop cleanly after this long and save the best image")
     opt.add_argument("--quiet", action="store_true", help="print only errors and the output path")
@@ -139,8 +178,10 @@ def closest(name, choices):
 
 def check_layer(name: str) -> str:
     if name not in LAYER_NAMES:
-        raise UsageError(f"unknown layer {name!r}{closest(name, LAYER_NAMES)}; "
-                         f"layers are conv1_1..conv5_4 and pool1..pool5")
+        conv = "conv" + name[len("relu"):]
+        hint = (f" (did you mean {conv!r}? here convN_M names the rectified output)"
+                if name.startswith("relu") and conv in LAYER_NAMES else closest(name, LAYER_NAMES))
+        raise UsageError(f"unknown layer {name!r}{hint}; layers are conv1_1..conv5_4 and pool1..pool5")
     return name
 
 
@@ -155,7 +196,7 @@ def parse_style_layers(items):
                 value = float(weight)
             except ValueError:
                 raise UsageError(f"style layer weight {weight!r} of {name} is not a number") from None
-            if not value > 0:
+            if not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"style layer weight of {name} must be positive, got {weight}")
             weights.append(value)
     if len(set(names)) != len(names):
@@ -165,9 +206,31 @@ def parse_style_layers(items):
     return tuple(names), (tuple(weights) if weights else None)
 
 
+def _is_negative_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return token.startswith("-")
+
+
+def _join_negative_numbers(argv):
+    """['--ratio', '-1e-3'] -> ['--ratio=-1e-3'], so that argparse checks the value instead of
+    taking '-1e-3' (or '-inf') for an option and saying 'expected one argument'."""
+    joined = []
+    for token in argv:
+        if (joined and joined[-1].startswith("--") and "=" not in joined[-1]
+                and _is_negative_number(token)):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
 def parse_args(argv=None):
     """Parse and check everything that needs no file or network; raises UsageError."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_join_negative_numbers(argv))
     check_layer(args.content_layer)
     args.style_layers, args.style_layer_weights = parse_style_layers(args.style_layers)
     if args.style_blend is not None and len(args.style_blend) != len(args.style):
@@ -183,14 +246,29 @@ def parse_args(argv=None):
         args.alpha, args.beta = 0.0, 1.0
     if args.preserve_color and args.mode != "transfer":
         raise UsageError("--preserve-color applies to --mode transfer only")
+    if args.init == "content" and args.mode == "texture":
+        raise UsageError("--init content needs a content image: not with --mode texture")
+    if args.init == "style" and args.mode == "content":
+        raise UsageError("--init style needs a style image: not with --mode content")
     return args
 
 
 def main(argv=None) -> int:
-    from minivgg.transfer.run import run
+    """Parse, check, run; returns the exit status. Bad input gives one error line, never a traceback."""
+    from minivgg.transfer.run import EXIT_FAILED, Signals, run
+    signals = Signals()
     try:
         args = parse_args(argv)
-        return run(args)
+        with signals.raising():
+            return run(args, signals)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        report_error(str(exc))
         return 2
+    except KeyboardInterrupt:
+        report_error(f"interrupted by {signals.name()} before the optimisation started; "
+                     f"nothing was written")
+        return signals.exit_code()
+    except MemoryError as exc:
+        report_error(f"out of memory{f' ({exc})' if str(exc) else ''}: try a smaller --size or "
+                     f"--maxcor, or --dtype float32")
+        return EXIT_FAILED
