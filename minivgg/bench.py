@@ -8,10 +8,11 @@ One evaluation is what L-BFGS asks for at every step: the forward pass to
 conv5_1, the paper's losses (content conv4_2, style conv1_1..conv5_1 with
 w_l = 1/5, alpha 1e-3, beta 1, average pooling), and the backward pass to the
 pixels, on the real VGG-19 weights (``weights.load_vgg19``; ``--weights
-random`` where they cannot be fetched) and seeded random images. Each case (size, implementation) runs in a fresh subprocess, so its
-peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) is the honest peak of that
-case alone: loading, building the objective, and the evaluations. On the GPU
-the peak is that of the CuPy memory pool (bytes in use, tracked at every
+random`` where they cannot be fetched) and seeded random images. Each case
+(size, implementation) runs in a fresh subprocess, so its peak RSS
+(``getrusage(RUSAGE_SELF).ru_maxrss``) is the honest peak of that case
+alone: loading, building the objective, and the evaluations. On the GPU the
+peak is that of the CuPy memory pool (bytes in use, tracked at every
 allocation) and the pool's total reservation.
 
 Reported per case:
@@ -65,7 +66,7 @@ def forward_macs(height: int, width: int, last: str = "conv5_1") -> int:
 
 
 def objective_flops(height: int, width: int, last: str = "conv5_1") -> int:
-    """FLOP of one evaluation's convolutions: forward MACs, as many again backward to the input, 2 FLOP per MAC."""
+    """FLOP of one evaluation's convolutions: forward MACs, as many again backward, 2 FLOP per MAC."""
     return 2 * 2 * forward_macs(height, width, last)
 
 
@@ -85,7 +86,7 @@ def blas_info() -> dict:
 
 
 def load_params(source: str = "real") -> dict:
-    """{"conv1_1": (w, b), ...} float32 NumPy: VGG-19's real weights, or seeded random ones of the same shapes.
+    """{"conv1_1": (w, b), ...} float32 NumPy: the real VGG-19 weights, or seeded random ones.
 
     "random" (He-normal, seed 0) is for machines that cannot fetch the real
     weights: every convolution is dense, so speed and memory do not depend
@@ -183,10 +184,7 @@ def run_ours(case: dict) -> dict:
     objective = Objective(net, content, [style], alpha=ALPHA, beta=BETA, content_layer=CONTENT_LAYER,
                           style_layers=PAPER_STYLE_LAYERS)
     xp = get_array_module(x)
-
-    def sync(array):
-        synchronize(array)
-
+    sync = synchronize                                              # waits for the GPU; no-op on NumPy
     last = {}
 
     def evaluate():
@@ -265,7 +263,8 @@ def run_torch(case: dict) -> dict:
         for name in PAPER_STYLE_LAYERS:
             f = feats[name]
             n_l, m_l = f.shape[1], f.shape[2] * f.shape[3]
-            style_loss = style_loss + ((gram(f) - grams[name]) ** 2).sum() / (4.0 * n_l ** 2 * m_l ** 2) / 5
+            e_l = ((gram(f) - grams[name]) ** 2).sum() / (4.0 * n_l ** 2 * m_l ** 2)
+            style_loss = style_loss + e_l / len(PAPER_STYLE_LAYERS)    # w_l = 1/5
         total = ALPHA * content_loss + BETA * style_loss
         total.backward()
         last["total"] = total.detach()
@@ -275,8 +274,6 @@ def run_torch(case: dict) -> dict:
         if dev == "cuda":
             torch.cuda.synchronize()
 
-    if dev == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     times = _timed(evaluate, sync, case["warmup"], case["repeats"])
     row = _row(case, "torch", times, float(last["total"]))
     row["torch"] = torch.__version__

@@ -58,16 +58,20 @@ from minivgg.backend import device_of, get_array_module
 #: clamped to [floor, cap]; the cap is the hard bound on the extra memory a
 #: convolution uses. Why twice the weights: each tile's GEMM streams the whole
 #: weight matrix once, so a tile smaller than the weights spends its time
-#: re-reading them (measured: conv4_2, 9.4 MB of weights, runs 25% slower with
-#: 2 MB tiles than with 16 MB); why a small floor: a tile that stays in cache
-#: between being written by the unroll and read by the GEMM is faster
-#: (measured: conv1_2, 0.15 MB of weights, is 20% faster with 4 MB tiles than
-#: with 24 MB). On the CPU the cap (24 MiB) also stays under glibc's largest
-#: ``mmap`` threshold (32 MiB), so tile buffers are recycled heap memory rather
-#: than fresh pages. On the GPU, memory is plentiful and each tile costs about
-#: twenty kernel launches, so tiles are large. Whole rows are the unit: a tile
-#: holds at least one output row of every image, whatever the bound says.
-TILE_BYTES = {"cpu": (4 * 2**20, 24 * 2**20), "gpu": (64 * 2**20, 256 * 2**20)}
+#: re-reading them (measured, one core: conv4_2, 9.4 MB of weights, 25% slower
+#: with 2 MB tiles than with 16 MB). Why a floor this small: a tile still in
+#: cache when the GEMM reads it is faster (one core: conv1_2, 0.15 MB of
+#: weights, 20% faster with 4 MB tiles than with 24 MB); why not smaller: each
+#: tile is one multi-threaded BLAS call, and a call waits for all its threads,
+#: so on a shared machine, where a thread is often preempted, many small calls
+#: cost far more than their FLOPs (8 MB: half the calls of 4 MB, and 2% more
+#: CPU time, one core, for the whole VGG objective at 512x512). On the CPU the
+#: cap (24 MiB) stays under glibc's largest ``mmap`` threshold (32 MiB), so
+#: tile buffers are recycled heap memory rather than fresh pages. On the GPU
+#: memory is plentiful and each tile costs about twenty kernel launches, so
+#: tiles are large. Whole rows are the unit: a tile holds at least one output
+#: row of every image, whatever the bound says.
+TILE_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (64 * 2**20, 256 * 2**20)}
 
 
 class Conv2dCache(NamedTuple):
@@ -338,7 +342,7 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
 
 
 def im2col(x, kh: int, kw: int, stride: int, pad: int):
-    """Unroll receptive fields whole: x (N, C, H, W) -> cols (K, L), rows ordered (c, u, v), columns (n, i, j).
+    """Unroll receptive fields whole: x (N, C, H, W) -> cols (K, L), rows (c, u, v), columns (n, i, j).
 
     The untiled form, for tests and notebooks; it is the tile unroll applied to
     all OH rows at once, then laid out as one matrix.

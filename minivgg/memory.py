@@ -48,12 +48,11 @@ settings, one process per case) the estimate is within a few percent at
 """
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy
 
-from minivgg.conv import TILE_BYTES, rows_per_tile, tile_bytes
+from minivgg.conv import rows_per_tile, tile_bytes
 from minivgg.transfer.objective import PAPER_STYLE_LAYERS
 from minivgg.vgg import CONV_SHAPES, LAYERS, layer_index
 
@@ -86,7 +85,7 @@ class MemoryEstimate(NamedTuple):
 
 
 def layer_outputs(height: int, width: int, last: str):
-    """[(name, C_in, C_out, h, w)] of every layer up to and including ``last``: its output shape (1, C_out, h, w)."""
+    """[(name, C_in, C_out, h, w)] of every layer up to and including ``last``; output (1, C_out, h, w)."""
     h, w = height, width
     table = []
     for name, cin, cout in LAYERS[:layer_index(last) + 1]:
@@ -289,4 +288,4 @@ def ensure_fits(height: int, width: int, dtype: str = "float32", *, device: str 
 
 
 __all__ = ["estimate", "estimate_phases", "estimate_peak_bytes", "available_memory_bytes", "ensure_fits",
-           "check_fits", "refusal_message", "MemoryEstimate", "NotEnoughMemory", "layer_outputs", "TILE_BYTES"]
+           "check_fits", "refusal_message", "MemoryEstimate", "NotEnoughMemory", "layer_outputs"]
