@@ -40,7 +40,8 @@ def content_loss_backward(cache: ContentCache, dloss=1.0):
     Derived in notebooks/02_losses.ipynb.
     """
     diff, f = cache
-    df = diff * (f > 0).astype(diff.dtype)                         # (N, C, H, W)
+    xp = get_array_module(diff)
+    df = xp.multiply(diff, f > 0, out=xp.empty_like(diff))         # (N, C, H, W), no float mask
     if dloss != 1.0:
         df *= dloss
     assert df.shape == f.shape

@@ -62,10 +62,11 @@ def style_loss_backward(cache: StyleCache, dloss=1.0):
     Derived in notebooks/02_losses.ipynb.
     """
     f, gram_diff, scale = cache
+    xp = get_array_module(f)
     n, c, h, w = f.shape
     fmat = f.reshape(n, c, h * w)                                  # (N, C, M)
     df = (gram_diff @ fmat).reshape(f.shape)                       # (N, C, H, W)
     df *= f.dtype.type(scale * dloss)
-    df *= (f > 0).astype(f.dtype)
+    xp.multiply(df, f > 0, out=df)                                 # the mask, in place
     assert df.shape == f.shape
     return df

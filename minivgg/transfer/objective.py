@@ -48,8 +48,8 @@ class Objective:
         self.alpha, self.beta, self.tv_weight = float(alpha), float(beta), float(tv_weight)
         self.content_layer = content_layer if content is not None else None
         self.style_layers = tuple(style_layers) if styles else ()
-        if style_layer_weights is None:
-            style_layer_weights = [1.0 / len(self.style_layers)] * len(self.style_layers)
+        if style_layer_weights is None:       # w_l = 1 / (number of style layers), none without styles
+            style_layer_weights = [1.0 / len(self.style_layers)] * len(self.style_layers) if self.style_layers else []
         if styles and len(style_layer_weights) != len(self.style_layers):
             raise ValueError(f"{len(style_layer_weights)} style layer weights for "
                              f"{len(self.style_layers)} style layers")
@@ -64,6 +64,7 @@ class Objective:
         if content is not None:
             feats, _ = net.forward(content, taps=(self.content_layer,))
             self.content_target = feats[self.content_layer].copy()  # P: (1, C, h, w)
+            del feats                                              # free the pass before the style's
         self.style_targets = {}
         if styles:
             if style_blend is None:
@@ -75,6 +76,7 @@ class Objective:
                 for name in self.style_layers:
                     gram = gram_matrix(feats[name]) * feats[name].dtype.type(blend)  # (1, C, C)
                     self.style_targets[name] = self.style_targets.get(name, 0) + gram
+                del feats
 
     def __call__(self, x) -> Evaluation:
         """Loss parts and dL_total/dx for x: (1, 3, H, W)."""
