@@ -28,6 +28,10 @@ Reported per case:
 * ``matmul_gflops``: this machine's float32 matmul throughput measured in the
   same process after the evaluations (a large square product, best of three),
   and ``fraction_of_matmul`` = gflops / matmul_gflops;
+* ``conv``: how minivgg ran its convolutions (``--conv``: winograd, the
+  default, or im2col). The GFLOP/s always count the direct convolution's
+  multiply-adds, so for Winograd, which does fewer, they are an *effective*
+  rate and ``fraction_of_matmul`` can exceed 1: compare seconds.
 * ``peak_rss_bytes`` and ``estimated_peak_bytes`` (``minivgg.memory``) with
   ``estimate_error`` = estimate / measured - 1;
 * the BLAS NumPy was built with and the OpenBLAS environment variables set
@@ -178,7 +182,8 @@ def run_ours(case: dict) -> dict:
             raise RuntimeError(f"--device gpu is not available: {why}")
         gpu_peak = _GpuPeak(get_array_module(to_device(numpy.zeros(1), "gpu")))
     params = load_params(case["weights"])
-    net = VGG19(params, pooling="avg", dtype=dtype, device=device)
+    conv = case.get("conv", "winograd")
+    net = VGG19(params, pooling="avg", dtype=dtype, device=device, conv=conv)
     del params                                                      # the network holds what it needs
     content, style, x = (to_device(a, device).astype(dtype) for a in _images(size, size))
     objective = Objective(net, content, [style], alpha=ALPHA, beta=BETA, content_layer=CONTENT_LAYER,
@@ -201,7 +206,8 @@ def run_ours(case: dict) -> dict:
     lbfgs = case.get("lbfgs_iterations", 0)
     row["estimated_peak_bytes"] = estimate_peak_bytes(
         size, size, dtype, content_layer=CONTENT_LAYER, style_layers=PAPER_STYLE_LAYERS,
-        pooling="avg", device=device, optimizer="lbfgs" if lbfgs else None, maxcor=case["maxcor"])
+        pooling="avg", device=device, optimizer="lbfgs" if lbfgs else None, maxcor=case["maxcor"], conv=conv)
+    row["conv"] = conv
     if lbfgs:
         from optim.lbfgs import lbfgs as run_lbfgs
         run_lbfgs(objective, x, lbfgs, maxcor=case["maxcor"])
@@ -311,19 +317,24 @@ def torch_importable() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def _label(row: dict) -> str:
+    """minivgg:winograd, minivgg:im2col or torch."""
+    return f"{row.get('impl', '?')}:{row['conv']}" if row.get("conv") else row.get("impl", "?")
+
+
 def _table(rows: list) -> str:
-    header = (f"{'impl':8} {'size':>5} {'dev':4} {'dtype':8} {'s/eval':>8} {'GFLOP/s':>8} "
+    header = (f"{'impl':16} {'size':>5} {'dev':4} {'dtype':8} {'s/eval':>8} {'GFLOP/s':>8} "
               f"{'matmul':>8} {'%mm':>5} {'peak MB':>8} {'est MB':>8} {'est err':>8}")
     lines = [header]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r.get('impl', '?'):8} {r['size']:>5} {r['device']:4} failed: {r['error']}")
+            lines.append(f"{_label(r):16} {r['size']:>5} {r['device']:4} failed: {r['error']}")
             continue
         peak = r.get("peak_gpu_bytes", r["peak_rss_bytes"])
         est = r.get("estimated_peak_bytes")
         mm = r.get("matmul_gflops")
         lines.append(
-            f"{r['impl']:8} {r['size']:>5} {r['device']:4} {r['dtype']:8} {r['seconds_per_eval']:8.3f} "
+            f"{_label(r):16} {r['size']:>5} {r['device']:4} {r['dtype']:8} {r['seconds_per_eval']:8.3f} "
             f"{r['gflops']:8.1f} {mm if mm else float('nan'):8.1f} "
             f"{100 * r['fraction_of_matmul'] if mm else float('nan'):5.1f} {peak / 2**20:8.0f} "
             f"{est / 2**20 if est else float('nan'):8.0f} "
@@ -351,6 +362,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object per line and case")
     parser.add_argument("--torch", action="store_true",
                         help="also time the same objective in PyTorch, if importable (skipped otherwise)")
+    parser.add_argument("--conv", choices=("winograd", "im2col"), nargs="+", default=["winograd"],
+                        help="how minivgg computes its convolutions (default winograd); give both to "
+                             "time both in the same run")
     parser.add_argument("--weights", choices=("real", "random"), default="real",
                         help="real: VGG-19 via weights.load_vgg19() (default); random: seeded weights of "
                              "the same shapes, for machines that cannot fetch the real ones")
@@ -368,26 +382,28 @@ def main(argv=None) -> int:
         row = run_torch(case) if case["impl"] == "torch" else run_ours(case)
         print(json.dumps(row), flush=True)
         return 0
-    impls = ["minivgg"]
+    impls = [("minivgg", conv) for conv in dict.fromkeys(args.conv)]
     if args.torch:
         if torch_importable():
-            impls.append("torch")
+            impls.append(("torch", None))
         else:
             print("--torch: PyTorch is not importable here; timing minivgg only", file=sys.stderr)
     rows, failed = [], False
     for size in args.sizes:
-        by_impl = {}
-        for impl in impls:
+        ours = None                                                 # the first minivgg row: torch's ratio
+        for impl, conv in impls:
             case = {"impl": impl, "size": size, "device": args.device, "dtype": args.dtype,
                     "repeats": args.repeats, "warmup": args.warmup, "maxcor": args.maxcor,
                     "weights": args.weights,
                     "lbfgs_iterations": args.lbfgs_iterations if impl == "minivgg" else 0}
+            if conv:
+                case["conv"] = conv
             row = _run_case_in_subprocess(case)
             failed |= "error" in row
-            by_impl[impl] = row
+            if impl == "minivgg" and ours is None:
+                ours = row
             if args.json:
-                if impl == "torch" and "error" not in row and "error" not in by_impl["minivgg"]:
-                    ours = by_impl["minivgg"]
+                if impl == "torch" and "error" not in row and ours is not None and "error" not in ours:
                     row["ours_over_torch_seconds"] = ours["seconds_per_eval"] / row["seconds_per_eval"]
                     row["loss_rel_diff_vs_ours"] = abs(row["total_loss"] / ours["total_loss"] - 1)
                 print(json.dumps(row), flush=True)

@@ -52,6 +52,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from minivgg.backend import device_of, get_array_module
+from minivgg.winograd import conv3x3 as winograd_conv3x3
 
 #: Tile sizes in bytes, per device: (floor, cap). A tile of the unrolled
 #: matrix (or of dcols in backward) is sized to twice the layer's weight matrix,
@@ -87,6 +88,7 @@ class Conv2dCache(NamedTuple):
     w: object  # (O, C, KH, KW)
     stride: int
     pad: int
+    winograd: object = None  # the layer's ``WinogradWeights`` when forward went that way
 
 
 def output_size(h: int, w: int, kh: int, kw: int, stride: int, pad: int) -> tuple[int, int]:
@@ -205,7 +207,7 @@ def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=N
 
 
 def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False,
-                   max_tile_bytes: int | None = None):
+                   max_tile_bytes: int | None = None, winograd=None):
     """out = w * x + b (cross-correlation); with ``relu``, out = max(w * x + b, 0) fused.
 
     x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) -> out: (N, O, OH, OW) contiguous, cache.
@@ -214,12 +216,21 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
     padded input rows. ``relu`` applies the ReLU to each tile while it is
     still in cache (VGG follows every conv by one); the cache is the same
     either way, the ReLU's own cache is then the returned ``out``.
+    ``winograd``: w transformed by ``minivgg.winograd.prepare`` (3x3, stride 1,
+    pad 1 only); forward and backward then go through Winograd's algorithm
+    instead of im2col (same function, far fewer multiplications).
     """
     xp = get_array_module(x, w, b)
     n, c, h, wd = x.shape
     o, c_w, kh, kw = w.shape
     if c != c_w:
         raise ValueError(f"input has {c} channels but the weights expect {c_w}")
+    if winograd is not None:
+        if (kh, kw, stride, pad) != (3, 3, 1, 1) or winograd.shape != (o, c):
+            raise ValueError(f"Winograd weights of {winograd.shape} fit 3x3 stride-1 pad-1 convs of "
+                             f"those channels, not {kh}x{kw}, stride {stride}, pad {pad}, {o}x{c}")
+        out = winograd_conv3x3(x, winograd, b, relu=relu, max_band_bytes=max_tile_bytes)
+        return out, Conv2dCache(x, w, stride, pad, winograd)
     oh, ow = output_size(h, wd, kh, kw, stride, pad)
     out = xp.empty((n, o, oh * ow), dtype=x.dtype)                  # (N, O, OH*OW)
     w2 = w.reshape(o, c * kh * kw)                                  # (O, K)
@@ -324,11 +335,13 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     no full-size unrolled matrix is ever formed.
     """
     xp = get_array_module(dout)
-    x, w, stride, pad = cache
+    x, w, stride, pad, winograd = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     dout = xp.ascontiguousarray(dout)                               # (N, O, OH, OW); no copy if already
-    if _uses_transposed_conv(c, o, kh, kw, stride, pad):
+    if winograd is not None:                                        # the transposed conv, by Winograd
+        dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes)
+    elif _uses_transposed_conv(c, o, kh, kw, stride, pad):
         dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes)
     else:
         dx = _dx_col2im(dout, w, x.shape, stride, pad, max_tile_bytes)

@@ -28,7 +28,12 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   gradient and a float mask, 2 A_l s, with the earlier taps' gradients
   already made); and, for each layer on the way down, the upstream gradient
   (A_l s), the gradient it produces (A_{l-1} s) and, for a convolution, one
-  tile (``minivgg.conv.TILE_BYTES``) and the flipped weights.
+  tile (``minivgg.conv.TILE_BYTES``) and the flipped weights, or for a
+  Winograd convolution its band temporaries (``minivgg.winograd.temporary_bytes``).
+* **transformed weights** (``conv="winograd"``, the default): each Winograd
+  layer up to the deepest tap keeps U, a*a*O*C elements (a = 6 for F(4x4), 4
+  for F(2x2)), in the baseline: 37 MB for conv1_2 .. conv3_4 and 75 MB for
+  conv4_1 .. conv5_1 in float32.
 
 Construction of the objective runs two forward passes and keeps the first
 one's activations alive while the second runs (``Objective.__init__`` binds
@@ -55,6 +60,8 @@ import numpy
 from minivgg.conv import rows_per_tile, tile_bytes
 from minivgg.transfer.objective import PAPER_STYLE_LAYERS
 from minivgg.vgg import CONV_SHAPES, LAYERS, layer_index
+from minivgg.winograd import temporary_bytes as winograd_temporary_bytes
+from minivgg.winograd import tile_size as winograd_tile_size
 
 #: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
 #: imported (measured: 38 MB), with a little room for the caller's own modules.
@@ -95,15 +102,22 @@ def layer_outputs(height: int, width: int, last: str):
     return table
 
 
-def _conv_forward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str) -> int:
-    """Bytes of one forward tile of a 3x3, pad 1 conv: the unrolled rows and their padded input rows."""
+def _conv_forward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str, conv: str = "im2col") -> int:
+    """Bytes of one forward tile of a 3x3, pad 1 conv: the unrolled rows and their padded input rows
+    (im2col), or the band temporaries (Winograd, where ``conv`` asks for it and the layer uses it)."""
+    m = winograd_tile_size(cout, cin) if conv == "winograd" else None
+    if m is not None:
+        return winograd_temporary_bytes(cin, cout, h, w, m, s, device)
     k = cin * 9
     rows = min(rows_per_tile(1, k, w, s, tile_bytes(cout * k * s, device)), h)
     return k * rows * w * s + cin * (rows + 2) * (w + 2) * s
 
 
-def _conv_backward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str) -> int:
-    """Bytes of one backward tile (transposed-conv or col2im route, as ``conv2d_backward`` picks)."""
+def _conv_backward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str, conv: str = "im2col") -> int:
+    """Bytes of one backward tile (Winograd, transposed-conv or col2im route, as ``conv2d_backward`` picks)."""
+    m = winograd_tile_size(cout, cin) if conv == "winograd" else None
+    if m is not None:                       # dout (cout channels) -> dx (cin channels), same U
+        return winograd_temporary_bytes(cout, cin, h, w, m, s, device)
     if cout <= 2 * cin:                     # transposed convolution of dout, plus the flipped weights
         return _conv_forward_tile(cout, cin, w, h, s, device) + cout * cin * 9 * s
     return _conv_forward_tile(cin, cout, w, h, s, device)   # dcols and the padded dx rows: same sizes
@@ -125,7 +139,7 @@ def estimate(height: int, width: int, dtype: str = "float32", **kwargs) -> Memor
 def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_layer: str | None = "conv4_2",
                     style_layers=PAPER_STYLE_LAYERS, layers=None, pooling: str = "avg", style_size=None,
                     optimizer: str | None = "lbfgs", maxcor: int = 20,
-                    device: str = "cpu") -> tuple[MemoryEstimate, MemoryEstimate]:
+                    device: str = "cpu", conv: str = "winograd") -> tuple[MemoryEstimate, MemoryEstimate]:
     """(evaluation, construction): the two high-water marks of a run, term by term.
 
     content_layer: None for texture synthesis; style_layers: () for content
@@ -136,7 +150,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     resizes it); optimizer: "lbfgs" (a run: scipy L-BFGS-B with ``maxcor``
     pairs) or None (evaluations only, as the benchmark runs). device "gpu":
     the CuPy pool's bytes, without the interpreter or the optimiser (both live
-    in host memory).
+    in host memory). conv: the network's ``conv`` ("winograd" or "im2col").
     """
     s = numpy.dtype(dtype).itemsize
     if layers is not None:
@@ -166,7 +180,11 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     style_grams = sum(cout * cout * s for name, _, cout, _, _ in table if name in style_layers)
     targets = (size[content_layer] * s if content_layer else 0) + style_grams
     images = 3 * pixels * s                                          # content, style, x
-    baseline = (INTERPRETER_BYTES if device == "cpu" else 0) + WEIGHT_COUNT * s + targets + images
+    transformed = sum((m + 2) ** 2 * cout * cin * s for name, cin, cout, _, _ in table
+                      if name.startswith("conv") and conv == "winograd"
+                      and (m := winograd_tile_size(cout, cin)) is not None)
+    baseline = ((INTERPRETER_BYTES if device == "cpu" else 0) + WEIGHT_COUNT * s + transformed + targets
+                + images)
     if optimizer is not None and device == "cpu":
         baseline += SCIPY_BYTES
     opt = _optimizer_bytes(pixels, maxcor) if optimizer is not None and device == "cpu" else 0
@@ -188,7 +206,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         _, _, cprev, hprev, wprev = below[name]
         mark = size[name] * s + cprev * hprev * wprev * s
         if name.startswith("conv"):
-            mark += _conv_backward_tile(cin, cout, w, h, s, device)
+            mark += _conv_backward_tile(cin, cout, w, h, s, device, conv)
         else:
             mark += size[name] * s                                   # dout / k^2
         marks.append((gradients, mark))
@@ -198,7 +216,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     # Construction: the content pass's activations stay alive during the style pass.
     first = kept(content_layer, height, width) if content_layer else 0
     second = kept(max(style_layers, key=layer_index), hs, ws) if style_layers else 0
-    widest = max(_conv_forward_tile(cin, cout, w, h, s, device)
+    widest = max(_conv_forward_tile(cin, cout, w, h, s, device, conv)
                  for name, cin, cout, h, w in table if name.startswith("conv"))
     construction = MemoryEstimate(baseline, first + second, 0, widest, opt, "construction")
     return evaluation, construction

@@ -9,6 +9,11 @@ Shape legend
 Every conv is 3x3, stride 1, padding 1, and is followed by ReLU; "conv4_2"
 names the rectified output. The network is only ever differentiated with
 respect to its input: ``backward`` returns dx and computes no weight gradient.
+
+Convolutions run through Winograd's algorithm (``minivgg.winograd``; the
+kernels are transformed once, on a layer's first use) except conv1_1, whose 3
+input channels suit im2col better; ``conv="im2col"`` runs every layer through
+im2col (``minivgg.conv``), the plainer and slower route to the same numbers.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from minivgg.conv import conv2d_backward, conv2d_forward
 from minivgg.pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                           max_pool2d_forward)
 from minivgg.relu import ReluCache, relu_backward
+from minivgg.winograd import prepare as winograd_prepare
+from minivgg.winograd import tile_size as winograd_tile_size
 
 # The 21 layers in order: (name, input channels, output channels); pools keep channels.
 LAYERS = (
@@ -70,11 +77,15 @@ class VGG19:
     params: {"conv1_1": (w (64, 3, 3, 3), b (64,)), ...} for all 16 convs (OIHW).
     pooling: "avg" (the paper's choice) or "max". dtype: "float32" (default) or
     "float64". device: "cpu" (NumPy) or "gpu" (CuPy); the weights are moved once.
+    conv: "winograd" (default) or "im2col", how the convolutions are computed.
     """
 
-    def __init__(self, params, pooling: str = "avg", dtype: str = "float32", device: str = "cpu"):
+    def __init__(self, params, pooling: str = "avg", dtype: str = "float32", device: str = "cpu",
+                 conv: str = "winograd"):
         if pooling not in ("avg", "max"):
             raise ValueError(f"pooling must be 'avg' or 'max', not {pooling!r}")
+        if conv not in ("winograd", "im2col"):
+            raise ValueError(f"conv must be 'winograd' or 'im2col', not {conv!r}")
         if str(dtype) not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
         missing = [name for name in CONV_NAMES if name not in params]
@@ -83,7 +94,9 @@ class VGG19:
         self.pooling = pooling
         self.dtype = str(dtype)
         self.device = device
+        self.conv = conv
         self.params = {}
+        self._winograd = {}                # layer name -> WinogradWeights (or None), made on first use
         for name in CONV_NAMES:
             w, b = params[name]
             if tuple(w.shape) != CONV_SHAPES[name] or tuple(b.shape) != (CONV_SHAPES[name][0],):
@@ -95,6 +108,14 @@ class VGG19:
                                  to_device(b, device).astype(self.dtype, copy=False))
         self._pool_forward = avg_pool2d_forward if pooling == "avg" else max_pool2d_forward
         self._pool_backward = avg_pool2d_backward if pooling == "avg" else max_pool2d_backward
+
+    def winograd_weights(self, name: str):
+        """The transformed kernels of conv ``name`` (made once, then kept), or None where im2col runs it."""
+        if name not in self._winograd:
+            w = self.params[name][0]
+            use = self.conv == "winograd" and winograd_tile_size(w.shape[0], w.shape[1]) is not None
+            self._winograd[name] = winograd_prepare(w) if use else None
+        return self._winograd[name]
 
     def forward(self, x, taps=("conv4_2",)):
         """Run the layers up to the deepest tap.
@@ -118,7 +139,8 @@ class VGG19:
             if name.startswith("conv"):
                 w, b = self.params[name]
                 # bias and ReLU fused into the conv's tiles; out is the ReLU's mask too
-                out, conv_cache = conv2d_forward(out, w, b, stride=1, pad=1, relu=True)
+                out, conv_cache = conv2d_forward(out, w, b, stride=1, pad=1, relu=True,
+                                                 winograd=self.winograd_weights(name))
                 caches.append((conv_cache, ReluCache(out)))
             else:
                 out, pool_cache = self._pool_forward(out, 2, 2)

@@ -1,0 +1,349 @@
+"""Winograd's minimal filtering: 3x3, stride-1, padding-1 convolutions with fewer multiplications.
+
+Shape legend
+    N batch   C input channels   O output channels   H, W image (and output) size
+    m   output tile side (2 or 4)       a = m + 2  input tile side
+    TH, TW = ceil(H / m), ceil(W / m)   tiles down and across
+    R   tile rows in one band (the unit of work; bounds the temporary memory)
+    P   = R * TW tiles in a band
+
+The idea (Lavin & Gray 2016, after Winograd and Toom-Cook). In 1-D, m outputs
+of a 3-tap correlation, y[i] = sum_k g[k] d[i + k] for i < m, are the
+coefficients of a polynomial product, and a polynomial of degree m + 1 is fixed
+by its values at a = m + 2 points. So evaluate both factors at those points
+(a multiplications instead of 3m), then interpolate:
+
+    y = AT [ (G g) * (BT d) ]          (* elementwise; AT: (m, a), G: (a, 3), BT: (a, a))
+
+Nesting it on rows and columns gives the 2-D tile, m x m outputs from an a x a
+input tile with a*a multiplications instead of 9*m*m (F(2x2,3x3): 16 for 36;
+F(4x4,3x3): 36 for 144):
+
+    Y = AT [ (G g GT) * (BT d B) ] A
+
+Summed over input channels, the elementwise products become a matrix product
+per position (xi, nu) of the a x a tile, and that is where the time goes:
+
+    U[xi nu] = (G g[o, c] GT)[xi, nu]     (a*a, O, C)   once per weight set (``prepare``)
+    V[xi nu] = (BT d[c, p] B)[xi, nu]     (a*a, C, P)   input transform of every tile p
+    M[xi nu] = U[xi nu] @ V[xi nu]        (a*a, O, P)   a*a GEMMs: the O*C*a*a*P multiply-adds
+    Y        = AT M A per tile            (m*m, O, P)   output transform, scattered into the image
+
+The transforms are small linear maps on each tile's a*a values, so each is one
+matrix product as well, with the Kronecker products BT (x) BT and AT (x) AT
+(``WinogradPlan``): every step is GEMM-shaped and runs on the BLAS's threads.
+Against im2col (9 multiply-adds per weight and output pixel), F(2x2,3x3)
+does 4 and F(4x4,3x3) 2.25, plus the transforms' O(C + O) per pixel.
+
+Backward. dx is the transposed convolution, conv(dout, w_t, padding 1) with
+w_t[c, o] = w[o, c] flipped (``minivgg.conv``). Its transformed weights need
+no second copy: when the evaluation points are closed under p -> 1/p (with
+infinity <-> 0), flipping a kernel permutes and rescales the rows of G g,
+G J = F G with F a scaled permutation (``flip_map``), so
+U_t[k] = s_k U[pi(k)]^T, and the permutation and scales fold into the
+transform matrices of a second plan (``backward``). The points used are
+(0, 1, -1, infinity) for F(2x2) and (0, 1, -1, 2, 1/2, infinity) for F(4x4).
+
+The matrices are built exactly, in rational arithmetic (``toom_cook``), and
+checked against the definition before use. Rounding: float32 results differ
+from direct convolution by about 1e-7 (F(2x2)) and 1e-5 (F(4x4)) of the
+output's scale; ``tests/test_winograd.py`` measures both.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from typing import NamedTuple
+
+from minivgg.backend import device_of, get_array_module
+
+#: Finite evaluation points per output tile side m (infinity is always the last point).
+POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, Fraction(1, 2))}
+
+#: Bytes of one band's largest temporary, per device: (floor, cap), as ``minivgg.conv.TILE_BYTES``.
+BAND_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (64 * 2**20, 256 * 2**20)}
+
+
+def tile_size(out_channels: int, in_channels: int) -> int | None:
+    """m for a layer: 4 up to 256 x 256 channels, 2 above (transformed weights 16/9, not 4, times
+    the kernels: 75 MB rather than 170 MB for VGG's 512-channel layers), None under 16 input channels
+    (conv1_1, 3 -> 64: its im2col matrix has 27 rows, cheaper than any transform)."""
+    if in_channels < 16:
+        return None
+    return 4 if out_channels * in_channels <= 256 * 256 else 2
+
+
+def toom_cook(m: int, points) -> tuple:
+    """(AT (m, a), G (a, 3), BT (a, a)) as lists of Fractions, for F(m, 3) on the finite ``points``.
+
+    AT[i, j] = p_j^i and G[j, k] = p_j^k / f_j with f_j = prod_{l != j} (p_j - p_l)
+    (the point at infinity picks the leading coefficient: AT[:, a-1] = e_{m-1},
+    G[a-1] = e_2). BT is then the unique matrix with
+    sum_j AT[i, j] G[j, k] BT[j, l] = [l == i + k], solved exactly column by column.
+    """
+    a = m + 2
+    pts = [Fraction(p) for p in points]
+    if len(pts) != a - 1 or len(set(pts)) != len(pts):
+        raise ValueError(f"F({m}, 3) needs {a - 1} distinct finite points, got {points}")
+    f = [_prod(p - q for q in pts if q != p) for p in pts]
+    at = [[p ** i for p in pts] + [Fraction(int(i == m - 1))] for i in range(m)]
+    g = [[p ** k / fj for k in range(3)] for p, fj in zip(pts, f)] + [[Fraction(0), Fraction(0), Fraction(1)]]
+    q = [[at[i][j] * g[j][k] for j in range(a)] for i in range(m) for k in range(3)]    # (3m, a)
+    columns = []
+    for l in range(a):
+        rhs = [Fraction(int(l == i + k)) for i in range(m) for k in range(3)]
+        columns.append(_solve_exact(q, rhs))
+    bt = [[columns[l][j] for l in range(a)] for j in range(a)]
+    for i in range(m):                     # the identity, checked exactly
+        for k in range(3):
+            for l in range(a):
+                assert sum(at[i][j] * g[j][k] * bt[j][l] for j in range(a)) == int(l == i + k)
+    return at, g, bt
+
+
+def flip_map(g) -> tuple:
+    """(pi, s) with (G J)[j] = s[j] * G[pi[j]]: J reverses the kernel; raises if no such map exists."""
+    pi, s = [], []
+    for row in g:
+        flipped = row[::-1]
+        for j, other in enumerate(g):
+            nz = [k for k in range(3) if other[k] != 0]
+            scale = flipped[nz[0]] / other[nz[0]]
+            if all(flipped[k] == scale * other[k] for k in range(3)):
+                pi.append(j)
+                s.append(scale)
+                break
+        else:
+            raise ValueError("these points are not closed under p -> 1/p: no flip map")
+    return pi, s
+
+
+class WinogradPlan(NamedTuple):
+    """The exact transforms of F(m x m, 3 x 3) as float lists; ``transpose``: use U^T (the backward)."""
+
+    m: int
+    input_transform: tuple    # (a*a, a*a): V = KB @ D, KB = BT (x) BT (rows permuted for the backward)
+    output_transform: tuple   # (m*m, a*a): Y = KA @ M, KA = AT (x) AT (columns permuted and scaled)
+    kernel_transform: tuple   # (a*a, 9): U = KG @ g, KG = G (x) G
+    transpose: bool
+
+
+@lru_cache(maxsize=None)
+def plans(m: int) -> tuple[WinogradPlan, WinogradPlan]:
+    """(forward, backward) plans for tile side m; the backward computes conv(dout, w_t) from U (module docstring)."""
+    at, g, bt = toom_cook(m, POINTS[m])
+    a = m + 2
+    kb, ka, kg = _kron(bt, bt), _kron(at, at), _kron(g, g)
+    pi, s = flip_map(g)
+    pik = [pi[k // a] * a + pi[k % a] for k in range(a * a)]        # pi on the a*a positions
+    sk = [s[k // a] * s[k % a] for k in range(a * a)]
+    inv = [0] * (a * a)                                              # pi^-1 (pi is an involution here,
+    for k, image in enumerate(pik):                                  # but nothing relies on it)
+        inv[image] = k
+    # M[k] = s_k U[pi k]^T V[k]; with k' = pi k: M_b[k'] = U[k']^T V[pi^-1 k'] and
+    # M[pi^-1 k'] = s_{pi^-1 k'} M_b[k'], so the rows of KB and the columns of KA move.
+    kb_back = [kb[inv[k]] for k in range(a * a)]
+    ka_back = [[row[inv[k]] * sk[inv[k]] for k in range(a * a)] for row in ka]
+    as_floats = lambda mat: tuple(tuple(float(v) for v in row) for row in mat)  # noqa: E731
+    forward = WinogradPlan(m, as_floats(kb), as_floats(ka), as_floats(kg), False)
+    backward = WinogradPlan(m, as_floats(kb_back), as_floats(ka_back), as_floats(kg), True)
+    return forward, backward
+
+
+class WinogradWeights(NamedTuple):
+    """A 3x3 layer's kernels transformed once (``prepare``): what forward and backward multiply by."""
+
+    u: object          # (a*a, O, C): U[xi nu] = (G g GT)[xi, nu] for every (o, c)
+    m: int
+    forward: tuple     # (KB, KA) as arrays of u's dtype and device
+    backward: tuple    # (KB_back, KA_back)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(O, C) of the layer."""
+        return self.u.shape[1], self.u.shape[2]
+
+
+def prepare(w, m: int | None = None) -> WinogradWeights:
+    """Transform w (O, C, 3, 3) for F(m x m, 3 x 3): U = KG @ w as (a*a, O, C), in float64, then w's dtype.
+
+    m defaults to ``tile_size(O, C)``; raises ValueError when that is None or w is not 3x3.
+    """
+    xp = get_array_module(w)
+    o, c, kh, kw = w.shape
+    if (kh, kw) != (3, 3):
+        raise ValueError(f"Winograd F(m x m, 3 x 3) needs 3x3 kernels, got {kh}x{kw}")
+    m = tile_size(o, c) if m is None else m
+    if m not in POINTS:
+        raise ValueError(f"no Winograd tile for {o}x{c} channels (m must be one of {sorted(POINTS)})")
+    forward, backward = plans(m)
+    a = m + 2
+    kg = xp.asarray(forward.kernel_transform, dtype="float64")               # (a*a, 9)
+    u = kg @ w.reshape(o * c, 9).T.astype("float64")                         # (a*a, O*C)
+    u = xp.ascontiguousarray(u.reshape(a * a, o, c).astype(w.dtype))         # (a*a, O, C)
+    mats = lambda plan: (xp.asarray(plan.input_transform, dtype=w.dtype),    # noqa: E731
+                         xp.asarray(plan.output_transform, dtype=w.dtype))
+    return WinogradWeights(u, m, mats(forward), mats(backward))
+
+
+def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
+            max_band_bytes: int | None = None):
+    """out = conv(x, w, stride 1, padding 1) (+ b, then ReLU) through Winograd, band by band.
+
+    x: (N, C, H, W) -> out: (N, O, H, W) contiguous. ``backward``: the transposed
+    convolution instead, x = dout (N, O, H, W) -> dx (N, C, H, W), with the same U.
+    A band is R tile rows (m*R output rows); its temporaries (the gathered tiles D,
+    V, M, Y) are at most ``max_band_bytes`` each (default: ``BAND_BYTES``, about twice U).
+    """
+    xp = get_array_module(x, weights.u)
+    n, c, h, wd = x.shape
+    m, a = weights.m, weights.m + 2
+    if backward:
+        u = weights.u.transpose(0, 2, 1)                                     # (a*a, C, O) view
+        kb, ka = weights.backward
+    else:
+        u = weights.u
+        kb, ka = weights.forward
+    o, c_u = u.shape[1], u.shape[2]
+    if c != c_u:
+        raise ValueError(f"input has {c} channels but the weights expect {c_u}")
+    th, tw = -(-h // m), -(-wd // m)
+    wp = m * tw + 2                                                          # padded band width
+    rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device_of(x), max_band_bytes)
+    xb_flat = xp.empty(c * (m * rows + 2) * wp, dtype=x.dtype)
+    d_flat = xp.empty(a * a * c * rows * tw, dtype=x.dtype)
+    v_flat = xp.empty(a * a * c * rows * tw, dtype=x.dtype)
+    mm_flat = xp.empty(a * a * o * rows * tw, dtype=x.dtype)
+    y_flat = xp.empty(m * m * o * rows * tw, dtype=x.dtype)
+    crop_flat = None                                                         # for bands the image cuts
+    out = xp.empty((n, o, h, wd), dtype=x.dtype)
+    bias = None if b is None else b.reshape(o, 1, 1)
+    for img in range(n):
+        for t0 in range(0, th, rows):
+            r = min(rows, th - t0)
+            p = r * tw
+            xb = _padded_band(x[img], m * t0 - 1, m * t0 - 1 + m * r + 2, wp,
+                              _view(xb_flat, (c, m * r + 2, wp)))          # (C, m*R+2, WP)
+            d = _view(d_flat, (a, a, c, r, tw))                              # tile (i, j)'s a x a values
+            d[...] = _tiles_of(xp, xb, m, a, r, tw)
+            v = _view(v_flat, (a * a, c * p))
+            xp.matmul(kb, d.reshape(a * a, c * p), out=v)                    # (a*a, a*a) @ (a*a, C*P)
+            mm = _view(mm_flat, (a * a, o, p))
+            xp.matmul(u, v.reshape(a * a, c, p), out=mm)                     # (a*a, O, C) @ (a*a, C, P)
+            y = _view(y_flat, (m * m, o * p))
+            xp.matmul(ka, mm.reshape(a * a, o * p), out=y)                   # (m*m, a*a) @ (a*a, O*P)
+            rows_out = min(m * r, h - m * t0)
+            band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
+            if rows_out == m * r and wd == m * tw:
+                _tile_view(xp, band, m, r, tw)[...] = y.reshape(m, m, o, r, tw)
+            else:                                                            # the image cuts the band
+                if crop_flat is None:
+                    crop_flat = xp.empty(o * m * rows * m * tw, dtype=x.dtype)
+                full = _view(crop_flat, (o, m * r, m * tw))
+                _tile_view(xp, full, m, r, tw)[...] = y.reshape(m, m, o, r, tw)
+                band[...] = full[:, :rows_out, :wd]
+            if bias is not None:
+                band += bias
+            if relu:
+                xp.maximum(band, 0, out=band)
+    return out
+
+
+def band_rows(c: int, o: int, h: int, w: int, m: int, itemsize: int, u_bytes: int, device: str = "cpu",
+              max_band_bytes: int | None = None) -> int:
+    """R, tile rows per band: the largest temporary, a*a*max(C, O)*R*TW elements, within the band
+    bound clamp(2 * U's bytes, floor, cap) of ``BAND_BYTES[device]``; at least 1, at most TH."""
+    floor, cap = BAND_BYTES[device]
+    if max_band_bytes is not None:
+        floor, cap = min(floor, max_band_bytes), max_band_bytes
+    limit = min(cap, max(floor, 2 * u_bytes))
+    a, th, tw = m + 2, -(-h // m), -(-w // m)
+    return max(1, min(th, limit // (a * a * max(c, o) * tw * itemsize)))
+
+
+def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu") -> int:
+    """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W (memory model).
+
+    The padded band, D and V (a*a*C*P each), M (a*a*O*P), Y (m*m*O*P) and, when
+    the image does not divide into tiles, one uncropped band (O * m*R * m*TW).
+    """
+    a, th, tw = m + 2, -(-h // m), -(-w // m)
+    rows = band_rows(c, o, h, w, m, itemsize, a * a * o * c * itemsize, device)
+    elements = c * (m * rows + 2) * (m * tw + 2) + (2 * c + o) * a * a * rows * tw + o * m * m * rows * tw
+    if h % m or w % m:
+        elements += o * m * rows * m * tw
+    return elements * itemsize
+
+
+def _tiles_of(xp, xb, m: int, a: int, r: int, tw: int):
+    """Read-only view (a, a, C, R, TW) of the overlapping a x a tiles of xb, tile (i, j) at (m*i, m*j).
+
+    view[u, v, c, i, j] = xb[c, m*i + u, m*j + v]: one strided view, so gathering
+    every tile is a single copy.
+    """
+    sc, sr, sp = xb.strides
+    return xp.lib.stride_tricks.as_strided(xb, shape=(a, a, xb.shape[0], r, tw),
+                                           strides=(sr, sp, sc, m * sr, m * sp))
+
+
+def _tile_view(xp, band, m: int, r: int, tw: int):
+    """Writable view (m, m, O, R, TW) of band (O, m*R, m*TW): view[a, b, o, i, j] = band[o, m*i + a, m*j + b]."""
+    so, sr, sp = band.strides
+    return xp.lib.stride_tricks.as_strided(band, shape=(m, m, band.shape[0], r, tw),
+                                           strides=(sr, sp, so, m * sr, m * sp))
+
+
+def _padded_band(x, r0: int, r1: int, width: int, buf):
+    """Rows r0..r1 of x (C, H, W) (zero outside 0..H), one zero column on the left, zeros after W.
+
+    buf: (C, r1 - r0, width) with width >= W + 2, fully overwritten and returned.
+    """
+    h, w = x.shape[1:]
+    lo, hi = max(r0, 0), max(min(r1, h), max(r0, 0))
+    buf[:, :lo - r0] = 0                                                     # rows above the image
+    buf[:, hi - r0:] = 0                                                     # rows below it
+    buf[:, :, 0] = 0                                                         # left padding
+    buf[:, :, 1 + w:] = 0                                                    # right padding
+    buf[:, lo - r0:hi - r0, 1:1 + w] = x[:, lo:hi]
+    return buf
+
+
+def _view(flat, shape):
+    """The first prod(shape) elements of the 1-D buffer ``flat`` as a C-contiguous array of ``shape``."""
+    size = 1
+    for d in shape:
+        size *= d
+    return flat[:size].reshape(shape)
+
+
+def _kron(a, b):
+    """Kronecker product of two lists of lists: row (i, k) = i * rows(b) + k, column likewise."""
+    return [[x * y for x in ra for y in rb] for ra in a for rb in b]
+
+
+def _prod(values):
+    out = Fraction(1)
+    for v in values:
+        out *= v
+    return out
+
+
+def _solve_exact(q, rhs):
+    """The x with q @ x = rhs (q: rows x cols, full column rank, consistent) in exact arithmetic.
+
+    Gauss-Jordan elimination on the normal equations q^T q x = q^T rhs.
+    """
+    cols = len(q[0])
+    a = [[sum(q[r][i] * q[r][j] for r in range(len(q))) for j in range(cols)]
+         + [sum(q[r][i] * rhs[r] for r in range(len(q)))] for i in range(cols)]
+    for i in range(cols):
+        pivot = next(r for r in range(i, cols) if a[r][i] != 0)
+        a[i], a[pivot] = a[pivot], a[i]
+        a[i] = [v / a[i][i] for v in a[i]]
+        for r in range(cols):
+            if r != i and a[r][i] != 0:
+                a[r] = [vr - a[r][i] * vi for vr, vi in zip(a[r], a[i])]
+    x = [a[i][cols] for i in range(cols)]
+    for row, want in zip(q, rhs):                                            # consistent: exact fit
+        assert sum(v * xi for v, xi in zip(row, x)) == want
+    return x

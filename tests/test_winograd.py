@@ -1,0 +1,137 @@
+"""Winograd F(m x m, 3 x 3): the exact construction, against the loop reference, its backward, rounding."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from gradcheck import rel_error, to_np
+from minivgg.conv import conv2d_backward, conv2d_forward
+from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
+from minivgg.vgg import CONV_SHAPES, VGG19
+from minivgg.winograd import conv3x3, flip_map, plans, prepare, tile_size, toom_cook
+
+# (N, C, O, H, W): batch > 1, sizes that are and are not multiples of the tile, images smaller
+# than one tile, a single pixel.
+CASES = [(2, 5, 7, 9, 11), (1, 16, 16, 13, 8), (1, 6, 3, 8, 8), (1, 4, 5, 3, 2), (2, 3, 4, 1, 1)]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_the_one_dimensional_algorithm_is_correlation(m):
+    at, g, bt = (np.array(mat, dtype=np.float64) for mat in toom_cook(m, {2: (0, 1, -1),
+                                                                          4: (0, 1, -1, 2, Fraction(1, 2))}[m]))
+    rng = np.random.default_rng(0)
+    d, k = rng.standard_normal(m + 2), rng.standard_normal(3)
+    direct = np.array([k @ d[i:i + 3] for i in range(m)])
+    assert rel_error(at @ ((g @ k) * (bt @ d)), direct) < 1e-14
+    assert at.shape == (m, m + 2) and g.shape == (m + 2, 3) and bt.shape == (m + 2, m + 2)
+
+
+def test_flip_map_needs_points_closed_under_inversion():
+    _, g, _ = toom_cook(2, (0, 1, -1))
+    pi, s = flip_map(g)
+    assert pi == [3, 1, 2, 0] and s == [-1, 1, 1, -1]       # 0 <-> infinity swap, f_0 = -1
+    _, g4, _ = toom_cook(4, (0, 1, -1, 2, -2))              # the usual points: 2 has no partner 1/2
+    with pytest.raises(ValueError, match="closed"):
+        flip_map(g4)
+
+
+def test_toom_cook_refuses_repeated_points():
+    with pytest.raises(ValueError, match="distinct"):
+        toom_cook(2, (0, 1, 1))
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("band", [None, 600])
+def test_forward_and_backward_match_the_loops(xp, m, case, band):
+    """float64: same numbers as conv_naive to rounding, whole image or bands of one tile row."""
+    n, c, o, h, w = case
+    rng = np.random.default_rng(2)
+    x = xp.asarray(rng.standard_normal((n, c, h, w)))
+    wt = xp.asarray(rng.standard_normal((o, c, 3, 3)))
+    b = xp.asarray(rng.standard_normal(o))
+    weights = prepare(wt, m)
+    out = conv3x3(x, weights, b, max_band_bytes=band)
+    ref = conv2d_naive(x, wt, b, stride=1, pad=1)
+    assert out.shape == ref.shape and out.dtype == x.dtype
+    assert rel_error(out, ref) < 1e-13
+    relu = conv3x3(x, weights, b, relu=True, max_band_bytes=band)
+    assert float(abs(relu - xp.maximum(ref, 0)).max()) < 1e-12
+    dout = xp.asarray(rng.standard_normal(ref.shape))
+    dx = conv3x3(dout, weights, backward=True, max_band_bytes=band)
+    dx_ref, _, _ = conv2d_backward_naive(dout, x, wt, stride=1, pad=1)
+    assert dx.shape == x.shape
+    assert rel_error(dx, dx_ref) < 1e-13
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_backward_is_the_adjoint(xp, m):
+    """<conv(x), y> = <x, conv^T(y)> at 64 -> 48 channels, 20 x 27, to 1e-12."""
+    rng = np.random.default_rng(3)
+    x = xp.asarray(rng.standard_normal((1, 64, 20, 27)))
+    y = xp.asarray(rng.standard_normal((1, 48, 20, 27)))
+    weights = prepare(xp.asarray(rng.standard_normal((48, 64, 3, 3))), m)
+    lhs = float((conv3x3(x, weights) * y).sum())
+    rhs = float((x * conv3x3(y, weights, backward=True)).sum())
+    assert abs(lhs - rhs) < 1e-12 * abs(lhs) + 1e-9
+
+
+@pytest.mark.parametrize("m, bound", [(2, 2e-6), (4, 5e-5)])
+def test_float32_rounding_stays_small(xp, m, bound):
+    """float32 against the float64 loops, relative to the output's scale: about 1e-7 and 1e-5 (docstring)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 64, 24, 24))
+    w = rng.standard_normal((64, 64, 3, 3)) / 24
+    ref = to_np(conv2d_naive(xp.asarray(x), xp.asarray(w), xp.zeros(64), stride=1, pad=1))
+    out = to_np(conv3x3(xp.asarray(x, dtype=xp.float32), prepare(xp.asarray(w, dtype=xp.float32), m)))
+    assert out.dtype == np.float32
+    err = float(abs(out - ref).max() / abs(ref).max())
+    assert err < bound
+    assert err > 1e-9                                        # it did run in float32
+
+
+def test_conv2d_routes_through_winograd_and_back(xp):
+    """conv2d_forward/backward with ``winograd=`` give im2col's numbers; the cache remembers the route."""
+    rng = np.random.default_rng(5)
+    x = xp.asarray(rng.standard_normal((2, 16, 10, 7)))
+    wt = xp.asarray(rng.standard_normal((24, 16, 3, 3)))
+    b = xp.asarray(rng.standard_normal(24))
+    out, cache = conv2d_forward(x, wt, b, relu=True, winograd=prepare(wt))
+    ref, ref_cache = conv2d_forward(x, wt, b, relu=True)
+    assert cache.winograd is not None and ref_cache.winograd is None
+    assert rel_error(out, ref) < 1e-13
+    dout = xp.asarray(rng.standard_normal(out.shape))
+    assert rel_error(conv2d_backward(dout, cache)[0], conv2d_backward(dout, ref_cache)[0]) < 1e-13
+    with pytest.raises(ValueError, match="stride"):
+        conv2d_forward(x, wt, b, stride=2, winograd=prepare(wt))
+    with pytest.raises(ValueError, match="3x3"):
+        prepare(xp.asarray(rng.standard_normal((4, 4, 5, 5))))
+
+
+def test_tile_size_rule():
+    assert tile_size(64, 3) is None                          # conv1_1 stays on im2col
+    assert tile_size(64, 64) == 4 and tile_size(256, 256) == 4
+    assert tile_size(512, 256) == 2 and tile_size(512, 512) == 2
+    assert plans(4)[0].m == 4 and not plans(4)[0].transpose and plans(4)[1].transpose
+
+
+def test_vgg_winograd_and_im2col_agree(xp):
+    """The whole network, forward to conv5_1 and back, both ways, float64, synthetic weights."""
+    rng = np.random.default_rng(6)
+    params = {name: (rng.standard_normal(shape) * np.sqrt(2 / (9 * shape[1])), rng.standard_normal(shape[0]) * 0.1)
+              for name, shape in CONV_SHAPES.items()}
+    device = "cpu" if xp is np else "gpu"
+    nets = [VGG19(params, dtype="float64", device=device, conv=conv) for conv in ("winograd", "im2col")]
+    x = xp.asarray(rng.standard_normal((1, 3, 37, 45)) * 50)
+    taps = ("conv1_1", "conv2_2", "conv4_2", "conv5_1")
+    (fa, ca), (fb, cb) = (net.forward(x, taps) for net in nets)
+    for tap in taps:
+        assert rel_error(fa[tap], fb[tap]) < 1e-12, tap
+    grads = {tap: xp.asarray(rng.standard_normal(fa[tap].shape)) for tap in taps}
+    assert rel_error(nets[0].backward(grads, ca), nets[1].backward(grads, cb)) < 1e-12
+    assert nets[0].winograd_weights("conv1_1") is None and nets[0].winograd_weights("conv4_2").m == 2
+    assert nets[1].winograd_weights("conv3_1") is None
+    with pytest.raises(ValueError, match="conv must be"):
+        VGG19(params, conv="fft")
