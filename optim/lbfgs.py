@@ -5,7 +5,9 @@ with box bounds keeping every pixel in the valid 0..255 range (in the
 preprocessed space: channel c in [-mean_c, 255 - mean_c]) instead of clamping
 inside the objective, and ftol = gtol = 0 so the asked number of iterations
 really runs (PAPER.md). The run can stop early and cleanly: Ctrl-C, a time
-limit, or a non-finite loss return the best image evaluated so far.
+limit, or a non-finite loss return the best image evaluated so far. While it
+runs, scipy's own BLAS uses one thread (``optim.threads``: its short vector
+calls between evaluations are slower on many).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from scipy.optimize import Bounds, minimize
 
 from optim.boundary import FlatObjective, Stopped, box_bounds
 from optim.progress import Progress
+from optim.threads import scipy_blas_threads
 from optim.result import OptimResult
 
 
@@ -47,10 +50,11 @@ def lbfgs(objective, x0, iterations, *, bounds=None, maxcor=20, progress=None,
         z0 = np.clip(z0, scipy_bounds.lb, scipy_bounds.ub)
     stopped = "done"
     try:
-        result = minimize(flat, z0, jac=True, method="L-BFGS-B", bounds=scipy_bounds,
-                          callback=callback,
-                          options=dict(maxiter=int(iterations), maxfun=20 * int(iterations) + 20,
-                                       maxcor=int(maxcor), ftol=0.0, gtol=0.0))
+        with scipy_blas_threads(1):
+            result = minimize(flat, z0, jac=True, method="L-BFGS-B", bounds=scipy_bounds,
+                              callback=callback,
+                              options=dict(maxiter=int(iterations), maxfun=20 * int(iterations) + 20,
+                                           maxcor=int(maxcor), ftol=0.0, gtol=0.0))
         if state["iteration"] < iterations:
             stopped = str(result.message)
     except KeyboardInterrupt:
