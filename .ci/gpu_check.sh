@@ -2,8 +2,9 @@
 # GPU check, one call, under 5 minutes, installs nothing:
 #   1. the test suite's CuPy cases (every test body parametrised by the `xp` fixture, on CuPy);
 #      (the notebook tests hold none and need nbclient, so they are not collected);
-#   2. the benchmark (python -m minivgg.bench) at 512 and 1024 on --device gpu, with
-#      PyTorch CUDA timed beside it for the ratio (skipped, with a message, where torch is absent).
+#   2. the benchmark (python -m minivgg.bench) at 512 and 1024 on --device gpu, Winograd and im2col
+#      convolutions, with PyTorch CUDA timed beside them for the ratio (skipped, with a message,
+#      where torch is absent).
 # Usage, from anywhere:  .ci/gpu_check.sh [output folder]   (default: $OUT/gpu_check, else /tmp/gpu_check)
 # Python: $PYTHON, else .venv/bin/python when present, else python3; the repository root goes on
 # PYTHONPATH, so no install is needed. Weights: the real VGG-19 when $MINIVGG_WEIGHTS or the cache
@@ -49,6 +50,7 @@ torch_flag=--torch
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
     || { torch_flag=""; echo "PyTorch CUDA not available here: timing minivgg only"; }
 timeout 240 "$PY" -m minivgg.bench --sizes 512 1024 --device gpu --repeats 5 --weights "$weights" \
+    --conv winograd im2col \
     $torch_flag --json | tee "$OUT_DIR/bench_gpu.jsonl"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "benchmark FAILED"; status=1; }
 
@@ -61,7 +63,8 @@ for r in rows:
         print(f"{r.get('impl')} {r['size']}: FAILED {r['error']}")
         continue
     peak = r.get("peak_gpu_bytes", 0) / 2**20
-    line = (f"{r['impl']:8} {r['size']:5} {r['seconds_per_eval']:.4f} s/eval {r['gflops']:8.0f} GFLOP/s "
+    label = f"{r['impl']}:{r['conv']}" if r.get("conv") else r["impl"]
+    line = (f"{label:16} {r['size']:5} {r['seconds_per_eval']:.4f} s/eval {r['gflops']:8.0f} GFLOP/s "
             f"peak {peak:7.0f} MiB")
     if r["impl"] == "minivgg":
         line += (f" | {100 * r['fraction_of_matmul']:.0f}% of matmul ({r['matmul_gflops']:.0f} GFLOP/s)"

@@ -46,6 +46,10 @@ taken when it applies and its unrolled matrix is at most twice as tall
 (O <= 2C): all of VGG's convs but conv1_1 (3 -> 64 channels), whose 27-row
 col2im is far cheaper than a 576-row transposed unroll. Derivations:
 ``notebooks/01_layers.ipynb``. ``conv_naive.py`` holds the loop reference.
+
+``winograd=`` hands a 3x3, stride-1, pad-1 convolution (forward and backward)
+to ``minivgg.winograd``, which computes the same function with 2.25-4 times
+fewer multiplications; ``VGG19`` does so for all its convs but conv1_1.
 """
 from __future__ import annotations
 

@@ -35,11 +35,10 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   for F(2x2)), in the baseline: 37 MB for conv1_2 .. conv3_4 and 75 MB for
   conv4_1 .. conv5_1 in float32.
 
-Construction of the objective runs two forward passes and keeps the first
-one's activations alive while the second runs (``Objective.__init__`` binds
-the content pass to a name until the style pass replaces it), so its mark is
-baseline + activations to the content layer + activations to the deepest
-style layer. The peak is the larger of the two marks.
+Construction of the objective runs two forward passes, one after the other
+(the content pass's activations are freed before the style pass starts), so
+its mark is baseline + the larger pass's activations + the widest forward
+tile. The peak is the larger of the two marks.
 
 * **optimiser** (``optimizer="lbfgs"``): scipy's L-BFGS-B keeps ``maxcor``
   correction pairs (s_k, y_k) of float64 images, 2 * maxcor * n * 8 bytes, in
@@ -145,7 +144,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     content_layer: None for texture synthesis; style_layers: () for content
     reconstruction; layers: instead of those two, every layer the losses use
     when the caller does not say which is which (modelled conservatively: all
-    as style layers, the deepest also as the content layer); style_size:
+    as style layers, the largest also as the content layer); style_size:
     (Hs, Ws) of the style image (default: the content size, as the paper
     resizes it); optimizer: "lbfgs" (a run: scipy L-BFGS-B with ``maxcor``
     pairs) or None (evaluations only, as the benchmark runs). device "gpu":
@@ -155,7 +154,12 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     s = numpy.dtype(dtype).itemsize
     if layers is not None:
         style_layers = tuple(dict.fromkeys(layers))
-        content_layer = max(style_layers, key=layer_index) if style_layers else None
+        if style_layers:                     # the largest layer as content: the costliest assignment
+            last = max(style_layers, key=layer_index)
+            largest = {name: cout * h * w for name, _, cout, h, w in layer_outputs(height, width, last)}
+            content_layer = max(style_layers, key=largest.__getitem__)
+        else:
+            content_layer = None
     style_layers = tuple(style_layers)
     taps = tuple(dict.fromkeys(style_layers + ((content_layer,) if content_layer else ())))
     if not taps:
@@ -213,12 +217,12 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     held, transient = max(marks, key=sum)
     evaluation = MemoryEstimate(baseline, activations, held, transient, opt, "evaluation")
 
-    # Construction: the content pass's activations stay alive during the style pass.
+    # Construction: the content pass, then the style pass, each freed before the next.
     first = kept(content_layer, height, width) if content_layer else 0
     second = kept(max(style_layers, key=layer_index), hs, ws) if style_layers else 0
     widest = max(_conv_forward_tile(cin, cout, w, h, s, device, conv)
                  for name, cin, cout, h, w in table if name.startswith("conv"))
-    construction = MemoryEstimate(baseline, first + second, 0, widest, opt, "construction")
+    construction = MemoryEstimate(baseline, max(first, second), 0, widest, opt, "construction")
     return evaluation, construction
 
 

@@ -193,7 +193,12 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     x: (N, C, H, W) -> out: (N, O, H, W) contiguous. ``backward``: the transposed
     convolution instead, x = dout (N, O, H, W) -> dx (N, C, H, W), with the same U.
     A band is R tile rows (m*R output rows); its temporaries (the gathered tiles D,
-    V, M, Y) are at most ``max_band_bytes`` each (default: ``BAND_BYTES``, about twice U).
+    V, M; Y reuses D's memory) stay within ``max_band_bytes`` together (default:
+    ``BAND_BYTES``, about twice U). The matrix products run on the BLAS's own
+    threads; the copies around them on this one (spreading the copies or the
+    bands over more threads was measured slower here: the BLAS's threads keep
+    the other core busy between calls, and concurrent one-thread GEMMs did not
+    add up to the two-thread ones).
     """
     xp = get_array_module(x, weights.u)
     n, c, h, wd = x.shape
@@ -207,17 +212,17 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     o, c_u = u.shape[1], u.shape[2]
     if c != c_u:
         raise ValueError(f"input has {c} channels but the weights expect {c_u}")
+    device = device_of(x)
     th, tw = -(-h // m), -(-wd // m)
     wp = m * tw + 2                                                          # padded band width
-    rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device_of(x), max_band_bytes)
+    rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes)
     xb_flat = xp.empty(c * (m * rows + 2) * wp, dtype=x.dtype)
-    d_flat = xp.empty(a * a * c * rows * tw, dtype=x.dtype)
+    d_flat = xp.empty(max(a * a * c, m * m * o) * rows * tw, dtype=x.dtype)  # D, then Y
     v_flat = xp.empty(a * a * c * rows * tw, dtype=x.dtype)
     mm_flat = xp.empty(a * a * o * rows * tw, dtype=x.dtype)
-    y_flat = xp.empty(m * m * o * rows * tw, dtype=x.dtype)
     crop_flat = None                                                         # for bands the image cuts
     out = xp.empty((n, o, h, wd), dtype=x.dtype)
-    bias = None if b is None else b.reshape(o, 1, 1)
+    bias = None if b is None else b.reshape(o, 1)                            # (O, 1): added to Y
     for img in range(n):
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
@@ -230,46 +235,51 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
             xp.matmul(kb, d.reshape(a * a, c * p), out=v)                    # (a*a, a*a) @ (a*a, C*P)
             mm = _view(mm_flat, (a * a, o, p))
             xp.matmul(u, v.reshape(a * a, c, p), out=mm)                     # (a*a, O, C) @ (a*a, C, P)
-            y = _view(y_flat, (m * m, o * p))
+            y = _view(d_flat, (m * m, o * p))                                # D is spent: Y takes its place
             xp.matmul(ka, mm.reshape(a * a, o * p), out=y)                   # (m*m, a*a) @ (a*a, O*P)
+            y = y.reshape(m * m, o, p)
+            if bias is not None:                                             # on Y, still contiguous and
+                y += bias                                                    # in cache: cheaper than on the
+            if relu:                                                         # strided band it becomes
+                xp.maximum(y, 0, out=y)
             rows_out = min(m * r, h - m * t0)
             band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
+            y5 = y.reshape(m, m, o, r, tw)
             if rows_out == m * r and wd == m * tw:
-                _tile_view(xp, band, m, r, tw)[...] = y.reshape(m, m, o, r, tw)
+                _tile_view(xp, band, m, r, tw)[...] = y5
             else:                                                            # the image cuts the band
                 if crop_flat is None:
                     crop_flat = xp.empty(o * m * rows * m * tw, dtype=x.dtype)
                 full = _view(crop_flat, (o, m * r, m * tw))
-                _tile_view(xp, full, m, r, tw)[...] = y.reshape(m, m, o, r, tw)
+                _tile_view(xp, full, m, r, tw)[...] = y5
                 band[...] = full[:, :rows_out, :wd]
-            if bias is not None:
-                band += bias
-            if relu:
-                xp.maximum(band, 0, out=band)
     return out
 
 
 def band_rows(c: int, o: int, h: int, w: int, m: int, itemsize: int, u_bytes: int, device: str = "cpu",
               max_band_bytes: int | None = None) -> int:
-    """R, tile rows per band: the largest temporary, a*a*max(C, O)*R*TW elements, within the band
-    bound clamp(2 * U's bytes, floor, cap) of ``BAND_BYTES[device]``; at least 1, at most TH."""
+    """R, tile rows per band: D (or Y), V and M together, (max(a*a*C, m*m*O) + a*a*(C + O)) * R * TW
+    elements, within the bound clamp(2 * U's bytes, floor, cap) of ``BAND_BYTES[device]``;
+    at least 1, at most TH."""
     floor, cap = BAND_BYTES[device]
     if max_band_bytes is not None:
         floor, cap = min(floor, max_band_bytes), max_band_bytes
     limit = min(cap, max(floor, 2 * u_bytes))
     a, th, tw = m + 2, -(-h // m), -(-w // m)
-    return max(1, min(th, limit // (a * a * max(c, o) * tw * itemsize)))
+    per_row = (max(a * a * c, m * m * o) + a * a * (c + o)) * tw * itemsize
+    return max(1, min(th, limit // per_row))
 
 
 def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu") -> int:
     """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W (memory model).
 
-    The padded band, D and V (a*a*C*P each), M (a*a*O*P), Y (m*m*O*P) and, when
-    the image does not divide into tiles, one uncropped band (O * m*R * m*TW).
+    The padded band, D (or Y, m*m*O*P), V (a*a*C*P), M (a*a*O*P) and, when the
+    image does not divide into tiles, one uncropped band (O * m*R * m*TW).
     """
     a, th, tw = m + 2, -(-h // m), -(-w // m)
     rows = band_rows(c, o, h, w, m, itemsize, a * a * o * c * itemsize, device)
-    elements = c * (m * rows + 2) * (m * tw + 2) + (2 * c + o) * a * a * rows * tw + o * m * m * rows * tw
+    elements = (c * (m * rows + 2) * (m * tw + 2)
+                + (max(a * a * c, m * m * o) + a * a * (c + o)) * rows * tw)
     if h % m or w % m:
         elements += o * m * rows * m * tw
     return elements * itemsize

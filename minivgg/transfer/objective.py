@@ -62,9 +62,11 @@ class Objective:
 
         self.content_target = None
         if content is not None:
-            feats, _ = net.forward(content, taps=(self.content_layer,))
+            # [0]: the pass's cache (every activation) is never bound to a name, so it is
+            # freed here, before the style passes run, rather than living beside them.
+            feats = net.forward(content, taps=(self.content_layer,))[0]
             self.content_target = feats[self.content_layer].copy()  # P: (1, C, h, w)
-            del feats                                              # free the pass before the style's
+            del feats
         self.style_targets = {}
         if styles:
             if style_blend is None:
@@ -72,7 +74,7 @@ class Objective:
             if len(style_blend) != len(styles):
                 raise ValueError(f"{len(style_blend)} blend weights for {len(styles)} style images")
             for style, blend in zip(styles, style_blend):
-                feats, _ = net.forward(style, taps=self.style_layers)
+                feats = net.forward(style, taps=self.style_layers)[0]
                 for name in self.style_layers:
                     gram = gram_matrix(feats[name]) * feats[name].dtype.type(blend)  # (1, C, C)
                     self.style_targets[name] = self.style_targets.get(name, 0) + gram
