@@ -22,18 +22,19 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   tap, sum_l A_l * s (the conv's input *is* the layer below's output, the
   ReLU's mask *is* its output, average pooling keeps only a shape, max pooling
   one int8 per output).
-* **gradients** the objective holds while the network runs backward: one per
-  tap (sum over taps of A_t * s) and the content loss's difference (A_content * s).
-* **transient**, the largest of: the style-loss backward of a layer (its
-  gradient and a float mask, 2 A_l s, with the earlier taps' gradients
-  already made); and, for each layer on the way down, the upstream gradient
-  (A_l s), the gradient it produces (A_{l-1} s) and, for a convolution, one
-  tile (``minivgg.conv.TILE_BYTES``) and the flipped weights, or for a
-  Winograd convolution its band temporaries (``minivgg.winograd.temporary_bytes``).
+* **gradients** the objective holds while the network runs backward: the
+  content loss's gradient and difference (2 A_content s). The style gradients
+  are made by the walk when it reaches their layer (``VGG19.backward``).
+* **transient**, the largest over the layers of the walk down: the upstream
+  gradient (A_l s), the gradient it produces (A_{l-1} s) and, for a
+  convolution, one tile (``minivgg.conv.TILE_BYTES``) and the flipped weights,
+  or for a Winograd convolution its band temporaries
+  (``minivgg.winograd.temporary_bytes``); at a style layer also the moment its
+  gradient is made: upstream gradient, new gradient and its float mask (3 A_l s).
 * **transformed weights** (``conv="winograd"``, the default): each Winograd
   layer up to the deepest tap keeps U, a*a*O*C elements (a = 6 for F(4x4), 4
-  for F(2x2)), in the baseline: 37 MB for conv1_2 .. conv3_4 and 75 MB for
-  conv4_1 .. conv5_1 in float32.
+  for F(2x2); ``minivgg.vgg.winograd_tile``), in the baseline: 186 MB for
+  conv1_2 .. conv5_1 in float32.
 
 Construction of the objective runs two forward passes, one after the other
 (the content pass's activations are freed before the style pass starts), so
@@ -58,9 +59,8 @@ import numpy
 
 from minivgg.conv import rows_per_tile, tile_bytes
 from minivgg.transfer.objective import PAPER_STYLE_LAYERS
-from minivgg.vgg import CONV_SHAPES, LAYERS, layer_index
+from minivgg.vgg import CONV_SHAPES, LAYERS, layer_index, winograd_tile
 from minivgg.winograd import temporary_bytes as winograd_temporary_bytes
-from minivgg.winograd import tile_size as winograd_tile_size
 
 #: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
 #: imported (measured: 38 MB), with a little room for the caller's own modules.
@@ -101,10 +101,11 @@ def layer_outputs(height: int, width: int, last: str):
     return table
 
 
-def _conv_forward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str, conv: str = "im2col") -> int:
+def _conv_forward_tile(name: str, cin: int, cout: int, w: int, h: int, s: int, device: str,
+                       conv: str = "im2col") -> int:
     """Bytes of one forward tile of a 3x3, pad 1 conv: the unrolled rows and their padded input rows
     (im2col), or the band temporaries (Winograd, where ``conv`` asks for it and the layer uses it)."""
-    m = winograd_tile_size(cout, cin) if conv == "winograd" else None
+    m = winograd_tile(name) if conv == "winograd" else None
     if m is not None:
         return winograd_temporary_bytes(cin, cout, h, w, m, s, device)
     k = cin * 9
@@ -112,14 +113,15 @@ def _conv_forward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str,
     return k * rows * w * s + cin * (rows + 2) * (w + 2) * s
 
 
-def _conv_backward_tile(cin: int, cout: int, w: int, h: int, s: int, device: str, conv: str = "im2col") -> int:
+def _conv_backward_tile(name: str, cin: int, cout: int, w: int, h: int, s: int, device: str,
+                        conv: str = "im2col") -> int:
     """Bytes of one backward tile (Winograd, transposed-conv or col2im route, as ``conv2d_backward`` picks)."""
-    m = winograd_tile_size(cout, cin) if conv == "winograd" else None
+    m = winograd_tile(name) if conv == "winograd" else None
     if m is not None:                       # dout (cout channels) -> dx (cin channels), same U
         return winograd_temporary_bytes(cout, cin, h, w, m, s, device)
     if cout <= 2 * cin:                     # transposed convolution of dout, plus the flipped weights
-        return _conv_forward_tile(cout, cin, w, h, s, device) + cout * cin * 9 * s
-    return _conv_forward_tile(cin, cout, w, h, s, device)   # dcols and the padded dx rows: same sizes
+        return _conv_forward_tile(name, cout, cin, w, h, s, device) + cout * cin * 9 * s
+    return _conv_forward_tile(name, cin, cout, w, h, s, device)   # dcols and the padded dx rows: same sizes
 
 
 def _optimizer_bytes(pixels: int, maxcor: int) -> int:
@@ -186,7 +188,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     images = 3 * pixels * s                                          # content, style, x
     transformed = sum((m + 2) ** 2 * cout * cin * s for name, cin, cout, _, _ in table
                       if name.startswith("conv") and conv == "winograd"
-                      and (m := winograd_tile_size(cout, cin)) is not None)
+                      and (m := winograd_tile(name)) is not None)
     baseline = ((INTERPRETER_BYTES if device == "cpu" else 0) + WEIGHT_COUNT * s + transformed + targets
                 + images)
     if optimizer is not None and device == "cpu":
@@ -196,31 +198,28 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     # Evaluation: activations of the whole forward pass.
     activations = kept(deepest, height, width)
     content_diff = size[content_layer] * s if content_layer else 0
-    gradients = sum(size[t] * s for t in taps) + content_diff
-    # Marks as (gradients held, transient): the style-loss backward of each
-    # layer, in the objective's order (content loss first) ...
-    marks = []
     held = 2 * content_diff                                          # content gradient and diff
-    for name in style_layers:
-        marks.append((held, 2 * size[name] * s))                     # gradient and float mask
-        held += size[name] * s
-    # ... and each layer of the walk down: upstream gradient, produced gradient, one tile.
+    # Marks as (gradients held, transient), one per layer of the walk down: upstream
+    # gradient, produced gradient, one tile; at a style layer, the making of its gradient.
+    marks = [(held, 0)]
     below = dict(zip([row[0] for row in table], [("input", 3, 3, height, width)] + table[:-1]))
     for name, cin, cout, h, w in table:
         _, _, cprev, hprev, wprev = below[name]
         mark = size[name] * s + cprev * hprev * wprev * s
         if name.startswith("conv"):
-            mark += _conv_backward_tile(cin, cout, w, h, s, device, conv)
+            mark += _conv_backward_tile(name, cin, cout, w, h, s, device, conv)
         else:
             mark += size[name] * s                                   # dout / k^2
-        marks.append((gradients, mark))
+        if name in style_layers:
+            mark = max(mark, 3 * size[name] * s)                     # dout, new gradient, float mask
+        marks.append((held, mark))
     held, transient = max(marks, key=sum)
     evaluation = MemoryEstimate(baseline, activations, held, transient, opt, "evaluation")
 
     # Construction: the content pass, then the style pass, each freed before the next.
     first = kept(content_layer, height, width) if content_layer else 0
     second = kept(max(style_layers, key=layer_index), hs, ws) if style_layers else 0
-    widest = max(_conv_forward_tile(cin, cout, w, h, s, device, conv)
+    widest = max(_conv_forward_tile(name, cin, cout, w, h, s, device, conv)
                  for name, cin, cout, h, w in table if name.startswith("conv"))
     construction = MemoryEstimate(baseline, max(first, second), 0, widest, opt, "construction")
     return evaluation, construction

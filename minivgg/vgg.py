@@ -11,8 +11,9 @@ names the rectified output. The network is only ever differentiated with
 respect to its input: ``backward`` returns dx and computes no weight gradient.
 
 Convolutions run through Winograd's algorithm (``minivgg.winograd``; the
-kernels are transformed once, on a layer's first use) except conv1_1, whose 3
-input channels suit im2col better; ``conv="im2col"`` runs every layer through
+kernels are transformed once, on a layer's first use; ``winograd_tile`` says
+which tile each layer uses) except conv1_1, whose 3 input channels suit im2col
+better; ``conv="im2col"`` runs every layer through
 im2col (``minivgg.conv``), the plainer and slower route to the same numbers.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ from minivgg.pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_ba
                           max_pool2d_forward)
 from minivgg.relu import ReluCache, relu_backward
 from minivgg.winograd import prepare as winograd_prepare
-from minivgg.winograd import tile_size as winograd_tile_size
 
 # The 21 layers in order: (name, input channels, output channels); pools keep channels.
 LAYERS = (
@@ -44,6 +44,20 @@ CONV_SHAPES = {name: (cout, cin, 3, 3) for name, cin, cout in LAYERS if name.sta
 
 # BGR means of the Caffe VGG training set, subtracted from 0..255 pixels.
 MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def winograd_tile(name: str) -> int | None:
+    """m of conv ``name``'s Winograd F(m x m, 3 x 3), or None where it runs on im2col.
+
+    None for conv1_1: 3 input channels, so its im2col matrix has only 27 rows, cheaper than any
+    transform. 2 for conv5_*: their maps are 16 times smaller than the image, and F(4x4)'s 4x
+    fewer tiles make its GEMMs too thin (conv5_1 at a 256 x 256 input: 15 ms with F(4x4), 8 ms
+    with F(2x2)). 4 elsewhere: 2.25 multiplies per output and weight, against F(2x2)'s 4.
+    """
+    layer_index(name)
+    if name == "conv1_1":
+        return None
+    return 2 if name.startswith("conv5") else 4
 
 
 def layer_index(name: str) -> int:
@@ -112,9 +126,8 @@ class VGG19:
     def winograd_weights(self, name: str):
         """The transformed kernels of conv ``name`` (made once, then kept), or None where im2col runs it."""
         if name not in self._winograd:
-            w = self.params[name][0]
-            use = self.conv == "winograd" and winograd_tile_size(w.shape[0], w.shape[1]) is not None
-            self._winograd[name] = winograd_prepare(w) if use else None
+            m = winograd_tile(name) if self.conv == "winograd" else None
+            self._winograd[name] = None if m is None else winograd_prepare(self.params[name][0], m)
         return self._winograd[name]
 
     def forward(self, x, taps=("conv4_2",)):
@@ -153,9 +166,13 @@ class VGG19:
         """dx for the loss whose gradient at tap t is ``grads[t]`` (same shape as feats[t]).
 
         Walks down once from the deepest tap: the gradient arriving at a tap is
-        added to the one coming from the layers above it. grads are not modified;
-        gradients the walk made itself are updated in place (``owned``), which
-        saves a full-size temporary per ReLU and per tap.
+        added to the one coming from the layers above it. A ``grads[t]`` may
+        also be a function of no arguments that returns it: it is called when
+        the walk reaches t, so that gradient only exists from then on (the
+        objective passes its style gradients so: at 512 x 512 that keeps
+        conv1_1's and conv2_1's, 100 MB, out of the walk's peak). grads are not
+        modified; gradients the walk made itself are updated in place
+        (``owned``), which saves a full-size temporary per ReLU and per tap.
         """
         for name in grads:
             if layer_index(name) >= cache.depth:
@@ -164,12 +181,18 @@ class VGG19:
         for index in range(cache.depth - 1, -1, -1):
             name = LAYER_NAMES[index]
             if name in grads:
+                g, fresh = grads[name], False
+                if callable(g):
+                    g, fresh = g(), True                   # made now: ours to overwrite
                 if dout is None:
-                    dout, owned = grads[name], False
+                    dout, owned = g, fresh
                 elif owned:
-                    dout += grads[name]
+                    dout += g
+                elif fresh:
+                    g += dout
+                    dout, owned = g, True
                 else:
-                    dout, owned = dout + grads[name], True
+                    dout, owned = dout + g, True
             if dout is None:
                 continue
             layer_cache = cache.layers[index]

@@ -67,12 +67,12 @@ BAND_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
 
 
 def tile_size(out_channels: int, in_channels: int) -> int | None:
-    """m for a layer: 4 up to 256 x 256 channels, 2 above (transformed weights 16/9, not 4, times
-    the kernels: 75 MB rather than 170 MB for VGG's 512-channel layers), None under 16 input channels
-    (conv1_1, 3 -> 64: its im2col matrix has 27 rows, cheaper than any transform)."""
+    """The default m for a layer: 4, or None under 16 input channels (VGG's conv1_1, 3 -> 64:
+    its im2col matrix has 27 rows, cheaper than any transform). ``minivgg.vgg.winograd_tile``
+    chooses per VGG layer."""
     if in_channels < 16:
         return None
-    return 4 if out_channels * in_channels <= 256 * 256 else 2
+    return 4
 
 
 def toom_cook(m: int, points) -> tuple:

@@ -51,6 +51,24 @@ def test_backward_sums_the_gradients_of_all_taps(vgg_params):
     both = net.backward({"conv2_1": g1, "conv3_2": g2}, cache)
     apart = net.backward({"conv2_1": g1}, cache) + net.backward({"conv3_2": g2}, cache)
     assert rel_error(both, apart) < 1e-12
+    # gradients given as functions are made when the walk reaches their tap, deepest first,
+    # once each, and the caller's arrays are never modified
+    made = []
+
+    def lazy(name, g):
+        def make():
+            made.append(name)
+            return g.copy()
+        return make
+
+    g1_before = g1.copy()
+    for grads in ({"conv2_1": lazy("conv2_1", g1), "conv3_2": lazy("conv3_2", g2)},
+                  {"conv2_1": g1, "conv3_2": lazy("conv3_2", g2)},
+                  {"conv2_1": lazy("conv2_1", g1), "conv3_2": g2}):
+        made.clear()
+        assert rel_error(net.backward(grads, cache), both) < 1e-12
+        assert made == [n for n in ("conv3_2", "conv2_1") if callable(grads[n])]
+    assert np.array_equal(g1, g1_before)
 
 
 def test_forward_stops_at_the_deepest_tap_and_checks_size(vgg_params):

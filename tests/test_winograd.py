@@ -110,10 +110,12 @@ def test_conv2d_routes_through_winograd_and_back(xp):
         prepare(xp.asarray(rng.standard_normal((4, 4, 5, 5))))
 
 
-def test_tile_size_rule():
-    assert tile_size(64, 3) is None                          # conv1_1 stays on im2col
-    assert tile_size(64, 64) == 4 and tile_size(256, 256) == 4
-    assert tile_size(512, 256) == 2 and tile_size(512, 512) == 2
+def test_tile_size_rules():
+    from minivgg.vgg import CONV_NAMES, winograd_tile
+    assert tile_size(64, 3) is None and tile_size(64, 64) == 4 and tile_size(512, 512) == 4
+    assert [winograd_tile(name) for name in CONV_NAMES] == [None] + [4] * 11 + [2] * 4
+    with pytest.raises(ValueError, match="unknown"):
+        winograd_tile("conv6_1")
     assert plans(4)[0].m == 4 and not plans(4)[0].transpose and plans(4)[1].transpose
 
 
@@ -131,7 +133,8 @@ def test_vgg_winograd_and_im2col_agree(xp):
         assert rel_error(fa[tap], fb[tap]) < 1e-12, tap
     grads = {tap: xp.asarray(rng.standard_normal(fa[tap].shape)) for tap in taps}
     assert rel_error(nets[0].backward(grads, ca), nets[1].backward(grads, cb)) < 1e-12
-    assert nets[0].winograd_weights("conv1_1") is None and nets[0].winograd_weights("conv4_2").m == 2
+    assert nets[0].winograd_weights("conv1_1") is None and nets[0].winograd_weights("conv4_2").m == 4
+    assert nets[0].winograd_weights("conv5_1").m == 2
     assert nets[1].winograd_weights("conv3_1") is None
     with pytest.raises(ValueError, match="conv must be"):
         VGG19(params, conv="fft")

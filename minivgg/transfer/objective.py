@@ -92,11 +92,23 @@ class Objective:
             w_l = self.style_layer_weights[name]
             e_l, s_cache = style_loss_forward(feats[name], self.style_targets[name])
             style = style + w_l * e_l
-            g = style_loss_backward(s_cache, self.beta * w_l)
-            grads[name] = grads[name] + g if name in grads else g
+            grads[name] = _style_gradient(s_cache, self.beta * w_l, grads.get(name))
         grad = self.net.backward(grads, cache)                     # (1, 3, H, W)
         if self.tv_weight:
             tv, tv_cache = tv_loss_forward(x)
             grad += tv_loss_backward(tv_cache, self.tv_weight).astype(grad.dtype, copy=False)
         total = self.alpha * content + self.beta * style + self.tv_weight * tv
         return Evaluation(content, style, tv, total, grad)
+
+
+def _style_gradient(cache, scale: float, other=None):
+    """beta w_l dE_l/dF_l (plus ``other``, the content gradient when the layer is also the content
+    layer), as a function the network's backward calls when its walk reaches the layer
+    (``VGG19.backward``): a gradient the size of the layer's features exists only from then on."""
+    def make():
+        g = style_loss_backward(cache, scale)                     # (1, C, h, w), a fresh array
+        if other is not None:
+            g += other
+        return g
+    return make
+
