@@ -48,8 +48,9 @@ tile. The peak is the larger of the two marks.
   the engine/float64 conversions at the boundary): (2 maxcor + 13) * 8n + 16n.
 
 Against measured peak RSS (``python -m minivgg.bench``, float32, paper
-settings, one process per case) the estimate is within a few percent at
-256, 512 and 1024; see the bench's ``estimate_error`` column.
+settings, one process per case, Winograd) the estimate was -11% at 256, -5% at
+512 and +2% at 1024 (the fixed costs of libraries and allocator matter most at
+small sizes); see the bench's ``estimate_error`` column.
 """
 from __future__ import annotations
 
