@@ -13,8 +13,8 @@ respect to its input: ``backward`` returns dx and computes no weight gradient.
 Convolutions run through Winograd's algorithm (``minivgg.winograd``; the
 kernels are transformed once, on a layer's first use; ``winograd_tile`` says
 which tile each layer uses) except conv1_1, whose 3 input channels suit im2col
-better; ``conv="im2col"`` runs every layer through
-im2col (``minivgg.conv``), the plainer and slower route to the same numbers.
+better; ``conv="im2col"`` runs every layer through im2col (``minivgg.conv``),
+the plainer and slower route to the same numbers.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from scipy.optimize import Bounds, minimize
 
 from optim.boundary import FlatObjective, Stopped, box_bounds
 from optim.progress import Progress
-from optim.threads import scipy_blas_threads
 from optim.result import OptimResult
+from optim.threads import scipy_blas_threads
 
 
 def lbfgs(objective, x0, iterations, *, bounds=None, maxcor=20, progress=None,

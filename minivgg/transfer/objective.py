@@ -111,4 +111,3 @@ def _style_gradient(cache, scale: float, other=None):
             g += other
         return g
     return make
-
