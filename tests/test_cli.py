@@ -89,6 +89,18 @@ def test_a_cheap_run_works(cli, photo, tmp_path):
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == (12, 16, 3)
 
 
+def test_both_convolution_routes_give_the_same_image(cli, photo, tmp_path):
+    """--conv winograd (default) and --conv im2col: the same run, the same pixels to a level or two."""
+    argv = ("--size", "32", "--iters", "3", "--content", photo, "--style", photo, "--seed", "1")
+    code_w, out_w, err_w = cli(*argv, "--out", "w.png", "--conv", "winograd")
+    code_i, out_i, err_i = cli(*argv, "--out", "i.png", "--conv", "im2col")
+    assert code_w == 0 and code_i == 0, err_w + err_i
+    assert "winograd convolutions" in err_w and "im2col convolutions" in err_i
+    a = np.asarray(Image.open(tmp_path / "w.png"), dtype=int)
+    b = np.asarray(Image.open(tmp_path / "i.png"), dtype=int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 2
+
+
 # ---------------------------------------------------------------- unreadable input
 
 def _make_unreadable(kind, tmp_path, monkeypatch):

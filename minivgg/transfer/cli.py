@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     net = p.add_argument_group("network")
     net.add_argument("--pooling", choices=("avg", "max"), default="avg",
                      help="average (the paper's, default) or max pooling")
+    net.add_argument("--conv", choices=("winograd", "im2col"), default="winograd",
+                     help="how the convolutions are computed: Winograd's minimal filtering (default, "
+                          "fewer multiplications) or im2col and one matrix product; same results")
     net.add_argument("--normalized", action="store_true",
                      help="use the normalised network (mean activation 1 per filter)")
     net.add_argument("--weights", metavar="PATH",

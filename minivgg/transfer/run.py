@@ -228,7 +228,7 @@ def check_memory(args, hw, style_hw):
         style_layers=tuple(args.style_layers) if has_style else (), pooling=args.pooling,
         style_size=style_hw if has_style else None,
         optimizer="lbfgs" if args.optimizer == "lbfgs" else None, maxcor=args.maxcor,
-        device=args.device)
+        device=args.device, conv=args.conv)
     memory.check_fits(needed, device=args.device, what=f"a {hw[1]}x{hw[0]} run")
     return needed
 
@@ -318,7 +318,7 @@ def network_inputs(args, p: Plan):
     else:
         net_content, net_styles = content_rgb, style_rgbs
     dtype, device = args.dtype, args.device
-    net = VGG19(p.params, pooling=args.pooling, dtype=dtype, device=device)
+    net = VGG19(p.params, pooling=args.pooling, dtype=dtype, device=device, conv=args.conv)
     content_x = None if net_content is None else to_device(rgb_to_net(net_content, dtype), device)
     style_xs = [to_device(rgb_to_net(s, dtype), device) for s in net_styles]
     x0 = initial_image(args, content_x, style_xs[0] if style_xs else None, p.init_rgb, p.hw, dtype)
@@ -341,7 +341,8 @@ def run(args, signals=None) -> int:
               f"{args.content if has_content else '-'}, style {' '.join(args.style) if has_style else '-'}; "
               f"content layer {args.content_layer if has_content else '-'}, style layers "
               f"{','.join(args.style_layers) if has_style else '-'}; alpha {args.alpha:g}, "
-              f"beta {args.beta:g}; {args.pooling} pooling; {args.optimizer}, {args.iters} iterations; "
+              f"beta {args.beta:g}; {args.pooling} pooling, {args.conv} convolutions; {args.optimizer}, "
+              f"{args.iters} iterations; "
               f"{args.device} {args.dtype}; init {args.init}; estimated peak memory "
               f"{p.estimate / 2**20:.0f} MiB")
 
