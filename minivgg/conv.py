@@ -177,6 +177,29 @@ def _unroll(xt, kh: int, kw: int, stride: int, rows: int, ow: int, cols):
     return cols
 
 
+def _unrolled_tiles(x, kh: int, kw: int, stride: int, ph: int, pw: int, rows: int):
+    """(i0, i1, cols) for each block of output rows i0..i1: cols (N, K, R*OW) is the block's im2col.
+
+    x: (N, C, H, W); ph, pw: zero padding of rows and columns. The padded input
+    rows and the unrolled matrix live in two buffers sized for ``rows`` output
+    rows and reused from block to block (a block's cols is overwritten by the next).
+    """
+    xp = get_array_module(x)
+    n, c, h, wd = x.shape
+    oh = (h + 2 * ph - kh) // stride + 1
+    ow = (wd + 2 * pw - kw) // stride + 1
+    k = c * kh * kw
+    cols_flat = xp.empty(n * k * rows * ow, dtype=x.dtype)          # one tile of cols, reused
+    xt_flat = xp.empty(n * c * (stride * (rows - 1) + kh) * (wd + 2 * pw), dtype=x.dtype)
+    for i0, i1 in _tiles(oh, rows):
+        r = i1 - i0
+        ri = stride * (r - 1) + kh
+        xt = _padded_rows(x, stride * i0 - ph, stride * i0 - ph + ri, pw,
+                          _view(xt_flat, (n, c, ri, wd + 2 * pw)))  # (N, C, RI, WP)
+        cols = _unroll(xt, kh, kw, stride, r, ow, _view(cols_flat, (n, c, kh, kw, r, ow)))
+        yield i0, i1, cols.reshape(n, k, r * ow)
+
+
 def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=None,
                 relu: bool = False, max_tile_bytes: int | None = None):
     """out[n] = w2 @ im2col(x[n]) (+ b, then max(., 0) if relu), R output rows at a time.
@@ -186,23 +209,16 @@ def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=N
     place (every element) and returned; b: (O,) or None.
     """
     xp = get_array_module(x, w2)
-    n, c, h, wd = x.shape
+    n, _, h, wd = x.shape
     o, k = w2.shape
     oh = (h + 2 * ph - kh) // stride + 1
     ow = (wd + 2 * pw - kw) // stride + 1
     limit = tile_bytes(w2.nbytes, device_of(x), max_tile_bytes)
     rows = min(rows_per_tile(n, k, ow, x.dtype.itemsize, limit), oh)
-    cols_flat = xp.empty(n * k * rows * ow, dtype=x.dtype)          # one tile of cols, reused
-    xt_flat = xp.empty(n * c * (stride * (rows - 1) + kh) * (wd + 2 * pw), dtype=x.dtype)
     bias = None if b is None else b.reshape(o, 1)                   # (O, 1)
-    for i0, i1 in _tiles(oh, rows):
-        r = i1 - i0
-        ri = stride * (r - 1) + kh
-        xt = _padded_rows(x, stride * i0 - ph, stride * i0 - ph + ri, pw,
-                          _view(xt_flat, (n, c, ri, wd + 2 * pw)))  # (N, C, RI, WP)
-        cols = _unroll(xt, kh, kw, stride, r, ow, _view(cols_flat, (n, c, kh, kw, r, ow)))
+    for i0, i1, cols in _unrolled_tiles(x, kh, kw, stride, ph, pw, rows):
         out_tile = out[:, :, i0 * ow:i1 * ow]                       # (N, O, R*OW) view
-        xp.matmul(w2, cols.reshape(n, k, r * ow), out=out_tile)     # (O, K) @ (N, K, R*OW)
+        xp.matmul(w2, cols, out=out_tile)                           # (O, K) @ (N, K, R*OW)
         if bias is not None:
             out_tile += bias
         if relu:
@@ -305,22 +321,15 @@ def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | No
 def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: int | None = None):
     """dw = sum over tiles and images of dout_tile @ cols_tile^T; dout (N, O, OH, OW) contiguous -> (O, K)."""
     xp = get_array_module(dout, x)
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     o, oh, ow = dout.shape[1:]
     k = c * kh * kw
     dout3 = dout.reshape(n, o, oh * ow)                             # (N, O, OH*OW)
     limit = tile_bytes(o * k * x.dtype.itemsize, device_of(x), max_tile_bytes)
     rows = min(rows_per_tile(n, k, ow, x.dtype.itemsize, limit), oh)
-    cols_flat = xp.empty(n * k * rows * ow, dtype=x.dtype)
-    xt_flat = xp.empty(n * c * (stride * (rows - 1) + kh) * (wd + 2 * pad), dtype=x.dtype)
     dw2 = xp.zeros((o, k), dtype=dout.dtype)                        # (O, K)
-    for i0, i1 in _tiles(oh, rows):
-        r = i1 - i0
-        ri = stride * (r - 1) + kh
-        xt = _padded_rows(x, stride * i0 - pad, stride * i0 - pad + ri, pad,
-                          _view(xt_flat, (n, c, ri, wd + 2 * pad)))
-        cols = _unroll(xt, kh, kw, stride, r, ow, _view(cols_flat, (n, c, kh, kw, r, ow)))
-        cols_t = cols.reshape(n, k, r * ow).transpose(0, 2, 1)      # (N, R*OW, K)
+    for i0, i1, cols in _unrolled_tiles(x, kh, kw, stride, pad, pad, rows):
+        cols_t = cols.transpose(0, 2, 1)                            # (N, R*OW, K)
         dw2 += (dout3[:, :, i0 * ow:i1 * ow] @ cols_t).sum(axis=0)  # (N, O, K) -> (O, K)
     return dw2
 
@@ -364,14 +373,10 @@ def im2col(x, kh: int, kw: int, stride: int, pad: int):
     The untiled form, for tests and notebooks; it is the tile unroll applied to
     all OH rows at once, then laid out as one matrix.
     """
-    xp = get_array_module(x)
     n, c, h, w = x.shape
     oh, ow = output_size(h, w, kh, kw, stride, pad)
-    ri = stride * (oh - 1) + kh
-    xt = _padded_rows(x, -pad, -pad + ri, pad, xp.empty((n, c, ri, w + 2 * pad), dtype=x.dtype))
-    cols = _unroll(xt, kh, kw, stride, oh, ow, xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype))
-    cols = cols.reshape(n, c * kh * kw, oh * ow).transpose(1, 0, 2)  # (K, N, OH*OW)
-    return cols.reshape(c * kh * kw, n * oh * ow)                   # (K, L)
+    _, _, cols = next(_unrolled_tiles(x, kh, kw, stride, pad, pad, oh))  # (N, K, OH*OW): one tile
+    return cols.transpose(1, 0, 2).reshape(c * kh * kw, n * oh * ow)   # (K, N, OH*OW) -> (K, L)
 
 
 def col2im(dcols, x_shape, kh: int, kw: int, stride: int, pad: int):
