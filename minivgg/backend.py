@@ -22,8 +22,6 @@ except Exception as _exc:  # ImportError, or a broken CUDA install
 else:
     _CUPY_IMPORT_ERROR = ""
 
-numpy_module = numpy
-
 
 def gpu_status() -> tuple[bool, str]:
     """Return ``(True, device name)`` when CuPy and a GPU are usable, else ``(False, why)``."""

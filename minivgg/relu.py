@@ -29,11 +29,6 @@ def relu_forward(x):
     return out, ReluCache(out)
 
 
-def relu_mask(out):
-    """The local derivative d out / d x as an array of x's dtype: 1 where out > 0, else 0."""
-    return (out > 0).astype(out.dtype)
-
-
 def relu_backward(dout, cache: ReluCache, *, out=None):
     """dx = dout * [x > 0]  (local derivative: 1 for x > 0, 0 for x <= 0).
 

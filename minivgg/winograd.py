@@ -121,13 +121,12 @@ def flip_map(g) -> tuple:
 
 
 class WinogradPlan(NamedTuple):
-    """The exact transforms of F(m x m, 3 x 3) as float lists; ``transpose``: use U^T (the backward)."""
+    """The exact transforms of F(m x m, 3 x 3) as float lists (the backward's are permuted: ``plans``)."""
 
     m: int
     input_transform: tuple    # (a*a, a*a): V = KB @ D, KB = BT (x) BT (rows permuted for the backward)
     output_transform: tuple   # (m*m, a*a): Y = KA @ M, KA = AT (x) AT (columns permuted and scaled)
     kernel_transform: tuple   # (a*a, 9): U = KG @ g, KG = G (x) G
-    transpose: bool
 
 
 @lru_cache(maxsize=None)
@@ -147,8 +146,8 @@ def plans(m: int) -> tuple[WinogradPlan, WinogradPlan]:
     kb_back = [kb[inv[k]] for k in range(a * a)]
     ka_back = [[row[inv[k]] * sk[inv[k]] for k in range(a * a)] for row in ka]
     as_floats = lambda mat: tuple(tuple(float(v) for v in row) for row in mat)  # noqa: E731
-    forward = WinogradPlan(m, as_floats(kb), as_floats(ka), as_floats(kg), False)
-    backward = WinogradPlan(m, as_floats(kb_back), as_floats(ka_back), as_floats(kg), True)
+    forward = WinogradPlan(m, as_floats(kb), as_floats(ka), as_floats(kg))
+    backward = WinogradPlan(m, as_floats(kb_back), as_floats(ka_back), as_floats(kg))
     return forward, backward
 
 
@@ -278,7 +277,7 @@ def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, devic
     The padded band, D (or Y, m*m*O*P), V (a*a*C*P), M (a*a*O*P) and, when the
     image does not divide into tiles, one uncropped band (O * m*R * m*TW).
     """
-    a, th, tw = m + 2, -(-h // m), -(-w // m)
+    a, tw = m + 2, -(-w // m)
     rows = band_rows(c, o, h, w, m, itemsize, a * a * o * c * itemsize, device)
     elements = (c * (m * rows + 2) * (m * tw + 2)
                 + (max(a * a * c, m * m * o) + a * a * (c + o)) * rows * tw)

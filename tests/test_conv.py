@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import directional_check, rel_error, to_np
+from gradcheck import directional_check
 from minivgg.conv import col2im, conv2d_backward, conv2d_forward, im2col
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
 

@@ -116,7 +116,10 @@ def test_tile_size_rules():
     assert [winograd_tile(name) for name in CONV_NAMES] == [None] + [4] * 11 + [2] * 4
     with pytest.raises(ValueError, match="unknown"):
         winograd_tile("conv6_1")
-    assert plans(4)[0].m == 4 and not plans(4)[0].transpose and plans(4)[1].transpose
+    forward, backward = plans(4)
+    assert forward.m == backward.m == 4 and forward.kernel_transform == backward.kernel_transform
+    assert forward.input_transform != backward.input_transform             # the flip, folded in
+    assert sorted(forward.input_transform) == sorted(backward.input_transform)  # ... as a row permutation
 
 
 def test_vgg_winograd_and_im2col_agree(xp):
