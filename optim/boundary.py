@@ -50,8 +50,13 @@ class FlatObjective:
         best point kept must not change when an optimiser updates x in place)."""
         return np.array(to_numpy(x), dtype=np.float64, order="C", copy=True).ravel()
 
-    def evaluate(self, x):
-        """One evaluation on an engine array: the Evaluation, with counting, best-keeping and checks."""
+    def evaluate(self, x, z=None):
+        """One evaluation on an engine array: the Evaluation, with counting, best-keeping and checks.
+
+        z: x's flat float64 form when the caller has it (scipy's point): a copy of it
+        is kept as the best point instead of copying x back from the engine
+        (``to_engine(z)`` gives x again exactly, so nothing is lost).
+        """
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise Stopped("time limit")
         ev = self.objective(x)
@@ -61,7 +66,7 @@ class FlatObjective:
             raise Stopped("not finite")
         self.last = (total, float(ev.content_loss), float(ev.style_loss))
         if total < self.best_loss:
-            self.best = (total, self.to_flat(x))
+            self.best = (total, self.to_flat(x) if z is None else np.array(z, dtype=np.float64, copy=True))
         return ev
 
     @property
@@ -74,7 +79,7 @@ class FlatObjective:
 
     def __call__(self, z):
         """scipy's fun: z (3HW,) float64 -> (f float, g (3HW,) float64)."""
-        ev = self.evaluate(self.to_engine(z))
+        ev = self.evaluate(self.to_engine(z), z)
         return float(ev.total_loss), self.to_flat(ev.grad)
 
     def best_x(self, fallback):
