@@ -112,10 +112,16 @@ def check_weights_path(args):
             raise UsageError(f"--weights '{path}': permission denied (cannot read the file)")
 
 
+def roles(args) -> tuple[bool, bool]:
+    """(has_content, has_style): --mode transfer uses both, content only the first, texture the second."""
+    return args.mode != "texture", args.mode != "content"
+
+
 def default_labels(args) -> tuple[str, str]:
     """(content, style) labels of the default output name, from the options alone."""
-    content = Path(args.content).stem if args.mode != "texture" else "texture"
-    style = "+".join(Path(s).stem for s in args.style) if args.mode != "content" else "content"
+    has_content, has_style = roles(args)
+    content = Path(args.content).stem if has_content else "texture"
+    style = "+".join(Path(s).stem for s in args.style) if has_style else "content"
     return content, style
 
 
@@ -182,8 +188,8 @@ def resolve_image(spec: str, what: str):
 
 
 def used_layers(args) -> list:
-    return (([args.content_layer] if args.mode != "texture" else [])
-            + (list(args.style_layers) if args.mode != "content" else []))
+    has_content, has_style = roles(args)
+    return ([args.content_layer] if has_content else []) + (list(args.style_layers) if has_style else [])
 
 
 def smallest_size(height: int, width: int, need: int) -> int:
@@ -222,7 +228,7 @@ def check_memory(args, hw, style_hw):
     Raises ``minivgg.memory.NotEnoughMemory`` (one line: the estimate and what is available).
     """
     from minivgg import memory
-    has_content, has_style = args.mode != "texture", args.mode != "content"
+    has_content, has_style = roles(args)
     needed = memory.estimate_peak_bytes(
         hw[0], hw[1], args.dtype, content_layer=args.content_layer if has_content else None,
         style_layers=tuple(args.style_layers) if has_style else (), pooling=args.pooling,
@@ -236,12 +242,13 @@ def check_memory(args, hw, style_hw):
 def load_inputs(args):
     """Read every image named on the command line, at its own size: (content, [styles], init, notes)."""
     notes = []
+    has_content, has_style = roles(args)
     content = None
-    if args.mode != "texture":
+    if has_content:
         content, n = resolve_image(args.content, "content image")
         notes += [f"content: {m}" for m in n]
     styles = []
-    if args.mode != "content":
+    if has_style:
         for spec in args.style:
             rgb, n = resolve_image(spec, "style image")
             styles.append(rgb)
@@ -336,7 +343,7 @@ def run(args, signals=None) -> int:
     net, content_x, style_xs, x0, content_rgb = network_inputs(args, p)
     for note in p.notes:
         say(args, f"note: {note}")
-    has_content, has_style = args.mode != "texture", args.mode != "content"
+    has_content, has_style = roles(args)
     say(args, f"{PROG}: {args.mode} {p.hw[1]}x{p.hw[0]} px, content "
               f"{args.content if has_content else '-'}, style {' '.join(args.style) if has_style else '-'}; "
               f"content layer {args.content_layer if has_content else '-'}, style layers "
