@@ -28,7 +28,7 @@ def content_loss_forward(f, p):
     return loss, ContentCache(diff, f)
 
 
-def content_loss_backward(cache: ContentCache, dloss=1.0):
+def content_loss_backward(cache: ContentCache, dloss=1.0, *, mask: bool = True):
     """The paper's derivative: dL/dF_ij = (F - P)_ij if F_ij > 0, and 0 if F_ij < 0.
 
     The mask [F > 0] is exactly what the ReLU below this layer applies on its
@@ -37,12 +37,16 @@ def content_loss_backward(cache: ContentCache, dloss=1.0):
     the same dx once they pass the network; the paper writes the mask because it
     differentiates with respect to the rectified map. Applying it twice is
     harmless (the mask is 0/1). F_ij = 0 counts as masked (ReLU's convention).
-    Derived in notebooks/02_losses.ipynb.
+    ``mask=False`` returns the plain dloss * (F - P), which the objective uses
+    because the network applies the mask anyway. Derived in notebooks/02_losses.ipynb.
     """
     diff, f = cache
     xp = get_array_module(diff)
-    df = xp.multiply(diff, f > 0, out=xp.empty_like(diff))         # (N, C, H, W), no float mask
-    if dloss != 1.0:
-        df *= dloss
+    if mask:
+        df = xp.multiply(diff, f > 0, out=xp.empty_like(diff))     # (N, C, H, W), no float mask
+        if dloss != 1.0:
+            df *= dloss
+    else:
+        df = diff * diff.dtype.type(dloss)
     assert df.shape == f.shape
     return df

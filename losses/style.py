@@ -53,20 +53,23 @@ def style_loss_forward(f, target_gram):
     return loss, StyleCache(f, gram_diff, scale)
 
 
-def style_loss_backward(cache: StyleCache, dloss=1.0):
+def style_loss_backward(cache: StyleCache, dloss=1.0, *, mask: bool = True):
     """The paper's derivative: dE_l/dF_ij = ((F^T (G - A))_ji) / (N_l^2 M_l^2) if F_ij > 0, else 0.
 
     A is a Gram matrix, so G - A is symmetric and (F^T (G - A))^T = (G - A) F: one (C, C) @ (C, M)
-    product. The ReLU mask is the same as in the content loss (see
-    losses/content.py): it is what the ReLU below would apply anyway.
+    product, with the scale applied to the small (C, C) factor. The ReLU mask
+    is the same as in the content loss (see losses/content.py): it is what the
+    ReLU below applies anyway, so ``mask=False`` (the objective's choice) skips
+    this copy of it and returns the unmasked (G - A) F / (N_l^2 M_l^2).
     Derived in notebooks/02_losses.ipynb.
     """
     f, gram_diff, scale = cache
     xp = get_array_module(f)
     n, c, h, w = f.shape
     fmat = f.reshape(n, c, h * w)                                  # (N, C, M)
-    df = (gram_diff @ fmat).reshape(f.shape)                       # (N, C, H, W)
-    df *= f.dtype.type(scale * dloss)
-    xp.multiply(df, f > 0, out=df)                                 # the mask, in place
+    scaled = gram_diff * gram_diff.dtype.type(scale * dloss)       # (N, C, C)
+    df = (scaled @ fmat).reshape(f.shape)                          # (N, C, H, W)
+    if mask:
+        xp.multiply(df, f > 0, out=df)                             # the mask, in place
     assert df.shape == f.shape
     return df

@@ -334,7 +334,7 @@ def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: 
     return dw2
 
 
-def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
+def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *, relu_out=None,
                     max_tile_bytes: int | None = None):
     """Gradients of a scalar loss through ``out = w * x + b``.
 
@@ -346,14 +346,22 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     dw and db only when ``weight_grads`` is true (style transfer needs dx alone).
     dx is computed tile by tile (see the module docstring for the two routes);
     no full-size unrolled matrix is ever formed.
+
+    ``relu_out``: the output of the ReLU that followed this conv (``relu=True``
+    in the forward). dout is then the gradient at the ReLU's output and the
+    ReLU's derivative comes first, dout * (relu_out > 0): on the Winograd route
+    inside its band copies (no pass of its own), otherwise as a new array. dout
+    is never modified.
     """
     xp = get_array_module(dout)
     x, w, stride, pad, winograd = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
+    if relu_out is not None and (winograd is None or weight_grads):
+        dout, relu_out = xp.multiply(dout, relu_out > 0), None      # the ReLU's derivative, apart
     dout = xp.ascontiguousarray(dout)                               # (N, O, OH, OW); no copy if already
     if winograd is not None:                                        # the transposed conv, by Winograd
-        dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes)
+        dx = winograd_conv3x3(dout, winograd, backward=True, mask=relu_out, max_band_bytes=max_tile_bytes)
     elif _uses_transposed_conv(c, o, kh, kw, stride, pad):
         dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes)
     else:

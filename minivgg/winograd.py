@@ -44,6 +44,13 @@ U_t[k] = s_k U[pi(k)]^T, and the permutation and scales fold into the
 transform matrices of a second plan (``backward``). The points used are
 (0, 1, -1, infinity) for F(2x2) and (0, 1, -1, 2, 1/2, infinity) for F(4x4).
 
+What VGG puts around each convolution rides along instead of costing passes
+over the image of their own: the bias is added to one row of M (the point 1
+makes a column of KA all ones, so it reaches every output: m*m times fewer
+additions than on Y), the ReLU is the copy of Y into the image itself
+(``max(Y, 0)`` written there), and the backward's ReLU derivative (``mask``)
+is applied while the band of dout is copied in.
+
 The matrices are built exactly, in rational arithmetic (``toom_cook``), and
 checked against the definition before use. Rounding: float32 results differ
 from direct convolution by about 1e-7 (F(2x2)) and 1e-5 (F(4x4)) of the
@@ -127,6 +134,7 @@ class WinogradPlan(NamedTuple):
     input_transform: tuple    # (a*a, a*a): V = KB @ D, KB = BT (x) BT (rows permuted for the backward)
     output_transform: tuple   # (m*m, a*a): Y = KA @ M, KA = AT (x) AT (columns permuted and scaled)
     kernel_transform: tuple   # (a*a, 9): U = KG @ g, KG = G (x) G
+    ones_column: int          # k with KA[:, k] all ones: a bias added to M[k] reaches every output
 
 
 @lru_cache(maxsize=None)
@@ -146,8 +154,11 @@ def plans(m: int) -> tuple[WinogradPlan, WinogradPlan]:
     kb_back = [kb[inv[k]] for k in range(a * a)]
     ka_back = [[row[inv[k]] * sk[inv[k]] for k in range(a * a)] for row in ka]
     as_floats = lambda mat: tuple(tuple(float(v) for v in row) for row in mat)  # noqa: E731
-    forward = WinogradPlan(m, as_floats(kb), as_floats(ka), as_floats(kg))
-    backward = WinogradPlan(m, as_floats(kb_back), as_floats(ka_back), as_floats(kg))
+    # The point 1 gives AT a column of ones (1^i = 1), so KA one column of ones: the bias.
+    ones = [k for k in range(a * a) if all(row[k] == 1 for row in ka)]
+    ones_back = [k for k in range(a * a) if all(row[k] == 1 for row in ka_back)]
+    forward = WinogradPlan(m, as_floats(kb), as_floats(ka), as_floats(kg), ones[0])
+    backward = WinogradPlan(m, as_floats(kb_back), as_floats(ka_back), as_floats(kg), ones_back[0])
     return forward, backward
 
 
@@ -156,8 +167,8 @@ class WinogradWeights(NamedTuple):
 
     u: object          # (a*a, O, C): U[xi nu] = (G g GT)[xi, nu] for every (o, c)
     m: int
-    forward: tuple     # (KB, KA) as arrays of u's dtype and device
-    backward: tuple    # (KB_back, KA_back)
+    forward: tuple     # (KB, KA, k) with KB, KA arrays of u's dtype and device, k the ones column
+    backward: tuple    # (KB_back, KA_back, k_back)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -183,16 +194,19 @@ def prepare(w, m: int | None = None) -> WinogradWeights:
     u = kg @ w.reshape(o * c, 9).T.astype("float64")                         # (a*a, O*C)
     u = xp.ascontiguousarray(u.reshape(a * a, o, c).astype(w.dtype))         # (a*a, O, C)
     mats = lambda plan: (xp.asarray(plan.input_transform, dtype=w.dtype),    # noqa: E731
-                         xp.asarray(plan.output_transform, dtype=w.dtype))
+                         xp.asarray(plan.output_transform, dtype=w.dtype), plan.ones_column)
     return WinogradWeights(u, m, mats(forward), mats(backward))
 
 
 def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
-            max_band_bytes: int | None = None):
+            mask=None, max_band_bytes: int | None = None):
     """out = conv(x, w, stride 1, padding 1) (+ b, then ReLU) through Winograd, band by band.
 
     x: (N, C, H, W) -> out: (N, O, H, W) contiguous. ``backward``: the transposed
     convolution instead, x = dout (N, O, H, W) -> dx (N, C, H, W), with the same U.
+    ``mask``: an array shaped like x whose positive entries keep x's values
+    (the forward's ReLU output): the input is x * (mask > 0), the ReLU's
+    derivative, applied in the band copy instead of in a pass of its own.
     A band is R tile rows (m*R output rows); its temporaries (the gathered tiles D,
     V, M; Y reuses D's memory) stay within ``max_band_bytes`` together (default:
     ``BAND_BYTES``, about twice U). The matrix products run on the BLAS's own
@@ -206,10 +220,10 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     m, a = weights.m, weights.m + 2
     if backward:
         u = weights.u.transpose(0, 2, 1)                                     # (a*a, C, O) view
-        kb, ka = weights.backward
+        kb, ka, ones = weights.backward
     else:
         u = weights.u
-        kb, ka = weights.forward
+        kb, ka, ones = weights.forward
     o, c_u = u.shape[1], u.shape[2]
     if c != c_u:
         raise ValueError(f"input has {c} channels but the weights expect {c_u}")
@@ -223,36 +237,34 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     mm_flat = xp.empty(a * a * o * rows * tw, dtype=x.dtype)
     crop_flat = None                                                         # for bands the image cuts
     out = xp.empty((n, o, h, wd), dtype=x.dtype)
-    bias = None if b is None else b.reshape(o, 1)                            # (O, 1): added to Y
+    bias = None if b is None else b.reshape(o, 1)                            # (O, 1): added to M[ones]
     for img in range(n):
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
             p = r * tw
             xb = _padded_band(x[img], m * t0 - 1, m * t0 - 1 + m * r + 2, wp,
-                              _view(xb_flat, (c, m * r + 2, wp)))          # (C, m*R+2, WP)
+                              _view(xb_flat, (c, m * r + 2, wp)),          # (C, m*R+2, WP)
+                              None if mask is None else mask[img])
             d = _view(d_flat, (a, a, c, r, tw))                              # tile (i, j)'s a x a values
             d[...] = _tiles_of(xp, xb, m, a, r, tw)
             v = _view(v_flat, (a * a, c * p))
             xp.matmul(kb, d.reshape(a * a, c * p), out=v)                    # (a*a, a*a) @ (a*a, C*P)
             mm = _view(mm_flat, (a * a, o, p))
             xp.matmul(u, v.reshape(a * a, c, p), out=mm)                     # (a*a, O, C) @ (a*a, C, P)
+            if bias is not None:                                             # KA[:, ones] is all ones, so
+                mm[ones] += bias                                             # this adds b to all m*m outputs
             y = _view(d_flat, (m * m, o * p))                                # D is spent: Y takes its place
             xp.matmul(ka, mm.reshape(a * a, o * p), out=y)                   # (m*m, a*a) @ (a*a, O*P)
-            y = y.reshape(m * m, o, p)
-            if bias is not None:                                             # on Y, still contiguous and
-                y += bias                                                    # in cache: cheaper than on the
-            if relu:                                                         # strided band it becomes
-                xp.maximum(y, 0, out=y)
             rows_out = min(m * r, h - m * t0)
             band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
             y5 = y.reshape(m, m, o, r, tw)
             if rows_out == m * r and wd == m * tw:
-                _tile_view(xp, band, m, r, tw)[...] = y5
+                _scatter(xp, y5, _tile_view(xp, band, m, r, tw), relu)
             else:                                                            # the image cuts the band
                 if crop_flat is None:
                     crop_flat = xp.empty(o * m * rows * m * tw, dtype=x.dtype)
                 full = _view(crop_flat, (o, m * r, m * tw))
-                _tile_view(xp, full, m, r, tw)[...] = y5
+                _scatter(xp, y5, _tile_view(xp, full, m, r, tw), relu)
                 band[...] = full[:, :rows_out, :wd]
     return out
 
@@ -286,6 +298,14 @@ def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, devic
     return elements * itemsize
 
 
+def _scatter(xp, y5, tiles, relu: bool):
+    """tiles[...] = y5, or max(y5, 0) with ``relu``: the ReLU costs nothing extra in the copy."""
+    if relu:
+        xp.maximum(y5, 0, out=tiles)
+    else:
+        tiles[...] = y5
+
+
 def _tiles_of(xp, xb, m: int, a: int, r: int, tw: int):
     """Read-only view (a, a, C, R, TW) of the overlapping a x a tiles of xb, tile (i, j) at (m*i, m*j).
 
@@ -304,10 +324,11 @@ def _tile_view(xp, band, m: int, r: int, tw: int):
                                            strides=(sr, sp, so, m * sr, m * sp))
 
 
-def _padded_band(x, r0: int, r1: int, width: int, buf):
+def _padded_band(x, r0: int, r1: int, width: int, buf, mask=None):
     """Rows r0..r1 of x (C, H, W) (zero outside 0..H), one zero column on the left, zeros after W.
 
     buf: (C, r1 - r0, width) with width >= W + 2, fully overwritten and returned.
+    mask: None, or shaped like x: then the rows are x * (mask > 0).
     """
     h, w = x.shape[1:]
     lo, hi = max(r0, 0), max(min(r1, h), max(r0, 0))
@@ -315,7 +336,10 @@ def _padded_band(x, r0: int, r1: int, width: int, buf):
     buf[:, hi - r0:] = 0                                                     # rows below it
     buf[:, :, 0] = 0                                                         # left padding
     buf[:, :, 1 + w:] = 0                                                    # right padding
-    buf[:, lo - r0:hi - r0, 1:1 + w] = x[:, lo:hi]
+    if mask is None:
+        buf[:, lo - r0:hi - r0, 1:1 + w] = x[:, lo:hi]
+    else:
+        get_array_module(x).multiply(x[:, lo:hi], mask[:, lo:hi] > 0, out=buf[:, lo - r0:hi - r0, 1:1 + w])
     return buf
 
 

@@ -33,6 +33,22 @@ def test_content_mask_is_what_relu_backward_applies(xp):
     through_relu = relu_backward(f - p, ReluCache(f))
     assert float(abs(content_loss_backward(cache) - through_relu).max()) == 0.0
     assert float((f == 0).mean()) > 0.3                              # the mask really bites
+    # mask=False, what the objective asks for: the plain (F - P), which the ReLU then masks
+    plain = content_loss_backward(cache, 2.0, mask=False)
+    assert float(abs(plain - 2.0 * (f - p)).max()) == 0.0
+    assert float(abs(relu_backward(plain, ReluCache(f)) - 2.0 * through_relu).max()) == 0.0
+
+
+def test_style_mask_is_what_relu_backward_applies(xp):
+    """style_loss_backward's mask=False gives the unmasked gradient; ReLU's backward then masks it."""
+    rng = np.random.default_rng(5)
+    f = xp.maximum(xp.asarray(rng.standard_normal((1, 4, 5, 6))), 0)  # real post-ReLU map: zeros
+    b = rng.standard_normal((1, 4, 9))
+    _, cache = style_loss_forward(f, xp.asarray(b @ b.transpose(0, 2, 1)))
+    plain = style_loss_backward(cache, 3.0, mask=False)
+    masked = style_loss_backward(cache, 3.0)
+    assert float((f == 0).mean()) > 0.2 and float((plain[f == 0] != 0).mean()) > 0.5   # unmasked there
+    assert rel_error(relu_backward(plain, ReluCache(f)), masked) < 1e-15
 
 
 def test_gram_matches_naive_loop(xp):

@@ -87,7 +87,10 @@ class Objective:
         content = style = tv = 0.0
         if self.content_target is not None:
             content, c_cache = content_loss_forward(feats[self.content_layer], self.content_target)
-            grads[self.content_layer] = content_loss_backward(c_cache, self.alpha)
+            # mask=False here and below: every tap is a ReLU's output (or a pooling of them), and
+            # the network's walk applies that ReLU's mask anyway, which zeroes the same entries as
+            # [F > 0] (losses/content.py); the losses skip their copy, the pixels' gradient is the same.
+            grads[self.content_layer] = content_loss_backward(c_cache, self.alpha, mask=False)
         for name in self.style_layers:
             w_l = self.style_layer_weights[name]
             e_l, s_cache = style_loss_forward(feats[name], self.style_targets[name])
@@ -106,7 +109,7 @@ def _style_gradient(cache, scale: float, other=None):
     layer), as a function the network's backward calls when its walk reaches the layer
     (``VGG19.backward``): a gradient the size of the layer's features exists only from then on."""
     def make():
-        g = style_loss_backward(cache, scale)                     # (1, C, h, w), a fresh array
+        g = style_loss_backward(cache, scale, mask=False)         # (1, C, h, w), a fresh array
         if other is not None:
             g += other
         return g
