@@ -9,8 +9,14 @@ only one in the maths code that imports NumPy by name.
     to_device(x, device)       -> array on "cpu" (NumPy) or "gpu" (CuPy)
     to_numpy(x)                -> NumPy array (copies from the GPU if needed)
     gpu_status()               -> (available: bool, reason: str)
+    empty(xp, shape, dtype)    -> xp.empty, or reused memory while an ArrayPool is active
+    work(xp, sizes, dtype)     -> 1-D work arrays, likewise
 """
 from __future__ import annotations
+
+import contextvars
+import math
+import sys
 
 import numpy
 
@@ -76,3 +82,125 @@ def synchronize(x) -> None:
     """Wait for the GPU work producing ``x`` to finish (a no-op on NumPy); for timing only."""
     if device_of(x) == "gpu":
         _cupy.cuda.get_current_stream().synchronize()
+
+
+_ACTIVE_POOL = contextvars.ContextVar("minivgg_array_pool", default=None)
+
+
+class ArrayPool:
+    """Memory for the same arrays, evaluation after evaluation (NumPy; CuPy has a pool of its own).
+
+    An optimiser calls the objective hundreds of times, and every call
+    allocates the same arrays in the same order. Asked of the C library anew, a
+    large array is fresh pages that the kernel must fault in and zero at first
+    touch: at 512 x 512 that was about 11,000 page faults and 0.2 s of system
+    time per evaluation, and evaluations alternated between 1.3 and 1.7 s.
+    While a pool is active (``with pool:``), ``empty`` and ``work`` take their
+    memory from it instead (``Objective`` holds one).
+
+    What goes through it is chosen so that it costs no memory at the peak: the
+    layers' outputs (``empty``: all alive at the peak, in the backward, anyway)
+    and the convolutions' work buffers (``work``: one buffer, the largest
+    band). Not the gradients of the walk down: each lives for one layer, and
+    a pool keeping one per size would hold ~70 MB more at 512 x 512 than the C
+    library, which reuses a freed gradient's memory for the next, larger one.
+
+    Reuse never aliases an array somebody holds. Every NumPy view keeps the
+    array that owns its memory as its ``base`` (NumPy collapses chains of
+    views), so the owner's CPython reference count is the pool's own
+    references plus one per living view; a buffer is handed out again only
+    when that count says no array made from it is alive (a gradient the
+    caller kept, features a notebook holds).
+
+    ``trim()`` forgets the buffers not handed out since the previous ``trim``:
+    called once per evaluation, it keeps the pool to one evaluation's working
+    set (the same arrays that are alive at its peak anyway).
+    """
+
+    def __init__(self):
+        self._by_size = {}       # nbytes -> [uint8 buffers of exactly that size]
+        self._work = [None]      # one grow-only buffer for ``work``
+        self._used = set()       # id() of the buffers handed out since the last trim
+        self._token = None
+
+    def __enter__(self):
+        self._token = _ACTIVE_POOL.set(self)
+        return self
+
+    def __exit__(self, *exc):
+        _ACTIVE_POOL.reset(self._token)
+        self._token = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the pool holds (free or in use)."""
+        held = sum(buf.nbytes for same in self._by_size.values() for buf in same)
+        return held + (self._work[0].nbytes if self._work[0] is not None else 0)
+
+    def empty(self, shape, dtype):
+        """An uninitialised NumPy array: a free pooled buffer of exactly its size, or a new one."""
+        dtype = numpy.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        same = self._by_size.setdefault(nbytes, [])
+        buf = next((same[i] for i in range(len(same)) if _unreferenced(same, i)), None)
+        if buf is None:
+            buf = numpy.empty(nbytes, dtype=numpy.uint8)
+            same.append(buf)
+        self._used.add(id(buf))
+        return buf.view(dtype).reshape(shape)
+
+    def work(self, sizes, dtype) -> list:
+        """1-D arrays of ``sizes`` elements, carved one after another from the pool's work buffer.
+
+        The buffer grows to the largest request; while the arrays of an earlier
+        call are still alive a fresh buffer is used instead.
+        """
+        dtype = numpy.dtype(dtype)
+        align = max(1, 64 // dtype.itemsize)                  # each array starts on a cache line
+        offsets, total = [], 0
+        for n in sizes:
+            offsets.append(total)
+            total += -(-n // align) * align
+        nbytes = total * dtype.itemsize + 64
+        if self._work[0] is None or self._work[0].nbytes < nbytes or not _unreferenced(self._work, 0):
+            self._work[0] = None                              # let an unused old one go first
+            self._work[0] = numpy.empty(nbytes, dtype=numpy.uint8)
+        buf = self._work[0]
+        start = -buf.ctypes.data % 64
+        flat = buf[start:start + total * dtype.itemsize].view(dtype)
+        return [flat[o:o + n] for o, n in zip(offsets, sizes)]
+
+    def trim(self) -> None:
+        """Forget the buffers not handed out since the last trim (arrays still using them live on)."""
+        for nbytes in list(self._by_size):
+            kept = [buf for buf in self._by_size[nbytes] if id(buf) in self._used]
+            if kept:
+                self._by_size[nbytes] = kept
+            else:
+                del self._by_size[nbytes]
+        self._used.clear()
+
+
+def _unreferenced(buffers: list, i: int) -> bool:
+    """Whether nothing but the list ``buffers`` refers to ``buffers[i]`` (no view of it is alive)."""
+    return sys.getrefcount(buffers[i]) == 2                  # the list's reference and the argument's
+
+
+def empty(xp, shape, dtype):
+    """``xp.empty(shape, dtype)``, or memory from the active ``ArrayPool`` (NumPy arrays only)."""
+    pool = _ACTIVE_POOL.get()
+    if pool is None or xp is not numpy:
+        return xp.empty(shape, dtype=dtype)
+    return pool.empty(shape, dtype)
+
+
+def work(xp, sizes, dtype) -> list:
+    """1-D work arrays of ``sizes`` elements (contents undefined), from the active ``ArrayPool`` if any.
+
+    For a function's temporaries that never leave it: with a pool active they
+    share one buffer that the next ``work`` call reuses.
+    """
+    pool = _ACTIVE_POOL.get()
+    if pool is None or xp is not numpy:
+        return [xp.empty(n, dtype=dtype) for n in sizes]
+    return pool.work(sizes, dtype)

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import device_of, get_array_module
+from minivgg.backend import device_of, empty, get_array_module, work
 from minivgg.winograd import conv3x3 as winograd_conv3x3
 
 #: Tile sizes in bytes, per device: (floor, cap). A tile of the unrolled
@@ -189,8 +189,8 @@ def _unrolled_tiles(x, kh: int, kw: int, stride: int, ph: int, pw: int, rows: in
     oh = (h + 2 * ph - kh) // stride + 1
     ow = (wd + 2 * pw - kw) // stride + 1
     k = c * kh * kw
-    cols_flat = xp.empty(n * k * rows * ow, dtype=x.dtype)          # one tile of cols, reused
-    xt_flat = xp.empty(n * c * (stride * (rows - 1) + kh) * (wd + 2 * pw), dtype=x.dtype)
+    cols_flat, xt_flat = work(xp, (n * k * rows * ow,                  # one tile of cols, reused
+                                   n * c * (stride * (rows - 1) + kh) * (wd + 2 * pw)), x.dtype)
     for i0, i1 in _tiles(oh, rows):
         r = i1 - i0
         ri = stride * (r - 1) + kh
@@ -252,7 +252,7 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
         out = winograd_conv3x3(x, winograd, b, relu=relu, max_band_bytes=max_tile_bytes)
         return out, Conv2dCache(x, w, stride, pad, winograd)
     oh, ow = output_size(h, wd, kh, kw, stride, pad)
-    out = xp.empty((n, o, oh * ow), dtype=x.dtype)                  # (N, O, OH*OW)
+    out = empty(xp, (n, o, oh * ow), x.dtype)                       # (N, O, OH*OW)
     w2 = w.reshape(o, c * kh * kw)                                  # (O, K)
     _conv_tiled(x, w2, kh, kw, stride, pad, pad, out, b=b, relu=relu,
                 max_tile_bytes=max_tile_bytes)
@@ -298,8 +298,7 @@ def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | No
     limit = tile_bytes(w2t.nbytes, device_of(dout), max_tile_bytes)
     rows = min(rows_per_tile(n, k, ow, dout.dtype.itemsize, limit), oh)
     wp = wd + 2 * pad
-    dcols_flat = xp.empty(n * k * rows * ow, dtype=dout.dtype)
-    dxt_flat = xp.empty(n * c * (stride * (rows - 1) + kh) * wp, dtype=dout.dtype)
+    dcols_flat, dxt_flat = work(xp, (n * k * rows * ow, n * c * (stride * (rows - 1) + kh) * wp), dout.dtype)
     dx = xp.zeros(x_shape, dtype=dout.dtype)                        # (N, C, H, W)
     for i0, i1 in _tiles(oh, rows):
         r = i1 - i0
@@ -334,7 +333,7 @@ def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: 
     return dw2
 
 
-def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *, relu_out=None,
+def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
                     max_tile_bytes: int | None = None):
     """Gradients of a scalar loss through ``out = w * x + b``.
 
@@ -346,22 +345,14 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *, rel
     dw and db only when ``weight_grads`` is true (style transfer needs dx alone).
     dx is computed tile by tile (see the module docstring for the two routes);
     no full-size unrolled matrix is ever formed.
-
-    ``relu_out``: the output of the ReLU that followed this conv (``relu=True``
-    in the forward). dout is then the gradient at the ReLU's output and the
-    ReLU's derivative comes first, dout * (relu_out > 0): on the Winograd route
-    inside its band copies (no pass of its own), otherwise as a new array. dout
-    is never modified.
     """
     xp = get_array_module(dout)
     x, w, stride, pad, winograd = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    if relu_out is not None and (winograd is None or weight_grads):
-        dout, relu_out = xp.multiply(dout, relu_out > 0), None      # the ReLU's derivative, apart
     dout = xp.ascontiguousarray(dout)                               # (N, O, OH, OW); no copy if already
     if winograd is not None:                                        # the transposed conv, by Winograd
-        dx = winograd_conv3x3(dout, winograd, backward=True, mask=relu_out, max_band_bytes=max_tile_bytes)
+        dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes)
     elif _uses_transposed_conv(c, o, kh, kw, stride, pad):
         dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes)
     else:

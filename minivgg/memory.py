@@ -31,6 +31,9 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   or for a Winograd convolution its band temporaries
   (``minivgg.winograd.temporary_bytes``); at a style layer also the moment its
   gradient is made: upstream gradient, new gradient and its float mask (3 A_l s).
+  On the CPU the tiles and bands share the objective's one work buffer
+  (``minivgg.backend.ArrayPool``), which keeps the largest of them for good:
+  every mark counts that largest one instead of its own layer's.
 * **transformed weights** (``conv="winograd"``, the default): each Winograd
   layer up to the deepest tap keeps U, a*a*O*C elements (a = 6 for F(4x4), 4
   for F(2x2); ``minivgg.vgg.winograd_tile``), in the baseline: 186 MB for
@@ -121,8 +124,14 @@ def _conv_backward_tile(name: str, cin: int, cout: int, w: int, h: int, s: int, 
     if m is not None:                       # dout (cout channels) -> dx (cin channels), same U
         return winograd_temporary_bytes(cout, cin, h, w, m, s, device)
     if cout <= 2 * cin:                     # transposed convolution of dout, plus the flipped weights
-        return _conv_forward_tile(name, cout, cin, w, h, s, device) + cout * cin * 9 * s
+        return _conv_forward_tile(name, cout, cin, w, h, s, device) + _flipped_bytes(name, cin, cout, s, conv)
     return _conv_forward_tile(name, cin, cout, w, h, s, device)   # dcols and the padded dx rows: same sizes
+
+
+def _flipped_bytes(name: str, cin: int, cout: int, s: int, conv: str) -> int:
+    """Bytes of the flipped weights the transposed-conv route of the backward makes (0 on the others)."""
+    m = winograd_tile(name) if conv == "winograd" else None
+    return cout * cin * 9 * s if m is None and cout <= 2 * cin else 0
 
 
 def _optimizer_bytes(pixels: int, maxcor: int) -> int:
@@ -202,12 +211,20 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     held = 2 * content_diff                                          # content gradient and diff
     # Marks as (gradients held, transient), one per layer of the walk down: upstream
     # gradient, produced gradient, one tile; at a style layer, the making of its gradient.
-    marks = [(held, 0)]
+    kept_work = 0                                                    # the pool's work buffer (CPU)
+    if device == "cpu":
+        kept_work = max(max(_conv_forward_tile(name, cin, cout, w, h, s, device, conv),
+                            _conv_backward_tile(name, cin, cout, w, h, s, device, conv)
+                            - _flipped_bytes(name, cin, cout, s, conv))
+                        for name, cin, cout, h, w in table if name.startswith("conv"))
+    marks = [(held, kept_work)]
     below = dict(zip([row[0] for row in table], [("input", 3, 3, height, width)] + table[:-1]))
     for name, cin, cout, h, w in table:
         _, _, cprev, hprev, wprev = below[name]
-        mark = size[name] * s + cprev * hprev * wprev * s
-        if name.startswith("conv"):
+        mark = size[name] * s + cprev * hprev * wprev * s + kept_work
+        if name.startswith("conv") and kept_work:                    # its tile is in the work buffer
+            mark += _flipped_bytes(name, cin, cout, s, conv)
+        elif name.startswith("conv"):
             mark += _conv_backward_tile(name, cin, cout, w, h, s, device, conv)
         else:
             mark += size[name] * s                                   # dout / k^2

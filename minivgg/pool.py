@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import get_array_module
+from minivgg.backend import empty, get_array_module
 
 
 def pool_output_size(h: int, w: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -43,7 +43,8 @@ def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2):
     """
     xp = get_array_module(x)
     oh, ow = pool_output_size(x.shape[2], x.shape[3], kernel, stride)
-    out = xp.array(_window(x, 0, 0, oh, ow, stride))               # (N, C, OH, OW), a copy
+    out = empty(xp, x.shape[:2] + (oh, ow), x.dtype)                # (N, C, OH, OW)
+    out[...] = _window(x, 0, 0, oh, ow, stride)                     # a copy
     for u in range(kernel):
         for v in range(kernel):
             if u or v:
@@ -63,15 +64,16 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
     xp = get_array_module(dout)
     x_shape, kernel, stride = cache
     oh, ow = dout.shape[2:]
-    share = dout * dout.dtype.type(1.0 / (kernel * kernel))       # (N, C, OH, OW)
+    share = dout.dtype.type(1.0 / (kernel * kernel))
     if stride == kernel:
         dx = xp.empty(x_shape, dtype=dout.dtype)
         dx[:, :, kernel * oh:] = 0                                  # rows the floor dropped
         dx[:, :, :, kernel * ow:] = 0                               # columns the floor dropped
-        for u in range(kernel):
+        for u in range(kernel):                                     # disjoint windows cover the rest
             for v in range(kernel):
-                _window(dx, u, v, oh, ow, stride)[...] = share      # disjoint windows cover the rest
+                xp.multiply(dout, share, out=_window(dx, u, v, oh, ow, stride))
     else:
+        share = dout * share                                        # (N, C, OH, OW)
         dx = xp.zeros(x_shape, dtype=dout.dtype)
         for u in range(kernel):
             for v in range(kernel):

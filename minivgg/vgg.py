@@ -198,11 +198,8 @@ class VGG19:
             layer_cache = cache.layers[index]
             if name.startswith("conv"):
                 conv_cache, relu_cache = layer_cache
-                if conv_cache.winograd is not None:      # the ReLU's derivative, in the conv's band copies
-                    dout, _, _ = conv2d_backward(dout, conv_cache, relu_out=relu_cache.out)
-                else:
-                    dout = relu_backward(dout, relu_cache, out=dout if owned else None)
-                    dout, _, _ = conv2d_backward(dout, conv_cache)
+                dout = relu_backward(dout, relu_cache, out=dout if owned else None)
+                dout, _, _ = conv2d_backward(dout, conv_cache)
             else:
                 dout = self._pool_backward(dout, layer_cache)
             owned = True

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minivgg.backend import get_array_module, to_device, to_numpy
+from minivgg.backend import ArrayPool, empty, get_array_module, to_device, to_numpy, work
 
 ROOT = Path(__file__).resolve().parents[1]
 # The maths: layers, network, losses, objective. I/O boundaries (images, weights
@@ -48,3 +48,43 @@ def test_numpy_is_the_default_backend():
     x = np.zeros(3)
     assert get_array_module(x) is np
     assert to_numpy(to_device(x, "cpu")) is x
+
+
+def test_array_pool_reuses_only_what_nobody_holds():
+    pool = ArrayPool()
+    with pool:
+        a = empty(np, (4, 5), np.float32)
+        address = a.ctypes.data
+        view = a[1:].T                                   # a view keeps the memory in use
+        del a
+        b = empty(np, (20,), np.int32)                   # same byte size, but still referenced
+        assert b.ctypes.data != address
+        del view
+        c = empty(np, (2, 10), np.float32)               # now free: handed out again
+        assert c.ctypes.data == address and c.shape == (2, 10) and c.dtype == np.float32
+        assert empty(np, (3,), np.float64).ctypes.data not in (address, b.ctypes.data)
+    assert empty(np, (4, 5), np.float32).ctypes.data != address   # no pool active: plain memory
+    held = pool.nbytes
+    del b
+    pool.trim()                                          # all were handed out since the last trim
+    assert pool.nbytes == held
+    pool.trim()                                          # none since: forgotten (c lives on)
+    assert pool.nbytes == 0 and c.shape == (2, 10)
+
+
+def test_array_pool_work_buffers():
+    pool = ArrayPool()
+    assert [w.shape for w in work(np, (3, 0, 7), np.float32)] == [(3,), (0,), (7,)]   # no pool
+    with pool:
+        first = work(np, (10, 100, 5), np.float32)
+        assert [w.shape for w in first] == [(10,), (100,), (5,)]
+        assert all(w.ctypes.data % 64 == 0 for w in first)            # each on a cache line
+        first[0][:] = 1
+        first[1][:] = 2                                               # no overlap
+        assert float(first[0].sum()) == 10.0
+        alive = work(np, (10,), np.float32)                           # first still held: fresh memory
+        assert alive[0].ctypes.data != first[0].ctypes.data
+        address = alive[0].ctypes.data
+        del first, alive
+        again = work(np, (6,), np.float32)                             # fits the buffer alive had
+        assert again[0].ctypes.data == address                        # reused once nothing holds it

@@ -35,3 +35,27 @@ def test_whole_objective_directional_derivative(vgg_params, pooling):
     _, _, _, grad = evaluate(x, content, style, **kwargs)
     total = lambda v: evaluate(v, content, style, **kwargs)[2]    # noqa: E731
     assert directional_check(total, x, grad, rng, h=1e-3, directions=3) < 1e-5
+
+
+def test_repeated_evaluations_reuse_memory_without_aliasing():
+    """The objective's array pool: evaluation k+1 reuses evaluation k's memory, yet an Evaluation the
+    caller kept is never overwritten, and every evaluation equals a fresh objective's."""
+    from minivgg.transfer.objective import Objective
+    from minivgg.vgg import CONV_SHAPES, VGG19
+    rng = np.random.default_rng(12)
+    params = {name: (rng.standard_normal(shape) * np.sqrt(2 / (9 * shape[1])), rng.standard_normal(shape[0]) * 0.1)
+              for name, shape in CONV_SHAPES.items()}
+    content, style = (rng.normal(0, 40, (1, 3, 34, 30)) for _ in range(2))
+    xs = [rng.normal(0, 20, (1, 3, 34, 30)) for _ in range(3)]
+    make = lambda: Objective(VGG19(params, dtype="float64"), content, [style])   # noqa: E731
+    objective = make()
+    results = [objective(xs[0])]
+    held = objective.pool.nbytes
+    results += [objective(x) for x in xs[1:]]            # all three kept alive
+    assert held > 0 and objective.pool.nbytes == held    # the same memory, reused
+    kept = [r.grad.copy() for r in results]
+    for x, r, g in zip(xs, results, kept):
+        assert float(abs(r.grad - g).max()) == 0.0        # later evaluations did not write into it
+        fresh = make()(x)
+        assert rel_error(r.grad, fresh.grad) < 1e-15 and float(r.total_loss) == float(fresh.total_loss)
+    assert not np.allclose(kept[0], kept[1])

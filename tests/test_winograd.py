@@ -110,31 +110,6 @@ def test_conv2d_routes_through_winograd_and_back(xp):
         prepare(xp.asarray(rng.standard_normal((4, 4, 5, 5))))
 
 
-def test_relu_derivative_fused_into_the_backward(xp):
-    """conv2d_backward(relu_out=y) = conv2d_backward(dout * (y > 0)) on the Winograd and im2col routes,
-    with and without weight gradients; conv3x3's mask= does the masking inside its band copies."""
-    rng = np.random.default_rng(7)
-    x = xp.asarray(rng.standard_normal((2, 16, 11, 9)))
-    wt = xp.asarray(rng.standard_normal((24, 16, 3, 3)))
-    b = xp.asarray(rng.standard_normal(24))
-    dout = xp.asarray(rng.standard_normal((2, 24, 11, 9)))
-    before = dout.copy()
-    for winograd in (prepare(wt), None):
-        y, cache = conv2d_forward(x, wt, b, relu=True, winograd=winograd)
-        assert float((y == 0).mean()) > 0.3                              # the mask really bites
-        masked = dout * (y > 0)
-        for weight_grads in (False, True):
-            fused = conv2d_backward(dout, cache, weight_grads, relu_out=y, max_tile_bytes=2000)
-            apart = conv2d_backward(masked, cache, weight_grads)
-            for got, want in zip(fused, apart):
-                assert (got is None) == (want is None) and (got is None or rel_error(got, want) < 1e-13)
-    assert float(abs(dout - before).max()) == 0.0                        # dout left alone
-    weights = prepare(wt)
-    y = conv3x3(x, weights, b, relu=True)
-    assert rel_error(conv3x3(dout, weights, backward=True, mask=y, max_band_bytes=3000),
-                     conv3x3(dout * (y > 0), weights, backward=True)) < 1e-13
-
-
 @pytest.mark.parametrize("m", [2, 4])
 def test_the_bias_column(m):
     """The forward's output transform has one all-ones column: a bias added there reaches all m*m outputs."""

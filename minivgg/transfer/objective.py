@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from losses import (content_loss_backward, content_loss_forward, gram_matrix, style_loss_backward,
                     style_loss_forward, tv_loss_backward, tv_loss_forward)
+from minivgg.backend import ArrayPool
 from minivgg.vgg import layer_index
 
 PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -45,6 +46,7 @@ class Objective:
                  style_layer_weights=None, style_blend=None, tv_weight=0.0):
         styles = list(styles)
         self.net = net
+        self.pool = ArrayPool()
         self.alpha, self.beta, self.tv_weight = float(alpha), float(beta), float(tv_weight)
         self.content_layer = content_layer if content is not None else None
         self.style_layers = tuple(style_layers) if styles else ()
@@ -81,7 +83,18 @@ class Objective:
                 del feats
 
     def __call__(self, x) -> Evaluation:
-        """Loss parts and dL_total/dx for x: (1, 3, H, W)."""
+        """Loss parts and dL_total/dx for x: (1, 3, H, W).
+
+        The arrays of an evaluation (activations, gradients, work buffers) come
+        from ``self.pool`` (``minivgg.backend.ArrayPool``): the next evaluation
+        reuses their memory instead of asking the kernel for fresh pages.
+        """
+        with self.pool:
+            evaluation = self._evaluate(x)
+        self.pool.trim()
+        return evaluation
+
+    def _evaluate(self, x) -> Evaluation:
         feats, cache = self.net.forward(x, taps=self.taps)
         grads = {}
         content = style = tv = 0.0
