@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import math
 import sys
+import threading
 
 import numpy
 
@@ -109,8 +110,10 @@ class ArrayPool:
     array that owns its memory as its ``base`` (NumPy collapses chains of
     views), so the owner's CPython reference count is the pool's own
     references plus one per living view; a buffer is handed out again only
-    when that count says no array made from it is alive (a gradient the
-    caller kept, features a notebook holds).
+    when its count is what a buffer referenced by the pool alone reports
+    (measured once, the same way, so it holds on any CPython), i.e. no array
+    made from it is alive: a gradient the caller kept, features a notebook
+    holds. A lock makes the check and the hand-out one step across threads.
 
     ``trim()`` forgets the buffers not handed out since the previous ``trim``:
     called once per evaluation, it keeps the pool to one evaluation's working
@@ -122,6 +125,7 @@ class ArrayPool:
         self._work = [None]      # one grow-only buffer for ``work``
         self._used = set()       # id() of the buffers handed out since the last trim
         self._token = None
+        self._lock = threading.Lock()
 
     def __enter__(self):
         self._token = _ACTIVE_POOL.set(self)
@@ -141,13 +145,14 @@ class ArrayPool:
         """An uninitialised NumPy array: a free pooled buffer of exactly its size, or a new one."""
         dtype = numpy.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
-        same = self._by_size.setdefault(nbytes, [])
-        buf = next((same[i] for i in range(len(same)) if _unreferenced(same, i)), None)
-        if buf is None:
-            buf = numpy.empty(nbytes, dtype=numpy.uint8)
-            same.append(buf)
-        self._used.add(id(buf))
-        return buf.view(dtype).reshape(shape)
+        with self._lock:
+            same = self._by_size.setdefault(nbytes, [])
+            buf = next((same[i] for i in range(len(same)) if _unreferenced(same, i)), None)
+            if buf is None:
+                buf = numpy.empty(nbytes, dtype=numpy.uint8)
+                same.append(buf)
+            self._used.add(id(buf))
+            return buf.view(dtype).reshape(shape)
 
     def work(self, sizes, dtype) -> list:
         """1-D arrays of ``sizes`` elements, carved one after another from the pool's work buffer.
@@ -162,28 +167,40 @@ class ArrayPool:
             offsets.append(total)
             total += -(-n // align) * align
         nbytes = total * dtype.itemsize + 64
-        if self._work[0] is None or self._work[0].nbytes < nbytes or not _unreferenced(self._work, 0):
-            self._work[0] = None                              # let an unused old one go first
-            self._work[0] = numpy.empty(nbytes, dtype=numpy.uint8)
-        buf = self._work[0]
-        start = -buf.ctypes.data % 64
-        flat = buf[start:start + total * dtype.itemsize].view(dtype)
-        return [flat[o:o + n] for o, n in zip(offsets, sizes)]
+        with self._lock:
+            if self._work[0] is None or self._work[0].nbytes < nbytes or not _unreferenced(self._work, 0):
+                self._work[0] = None                          # let an unused old one go first
+                self._work[0] = numpy.empty(nbytes, dtype=numpy.uint8)
+            buf = self._work[0]
+            start = -buf.ctypes.data % 64
+            flat = buf[start:start + total * dtype.itemsize].view(dtype)
+            return [flat[o:o + n] for o, n in zip(offsets, sizes)]
 
     def trim(self) -> None:
         """Forget the buffers not handed out since the last trim (arrays still using them live on)."""
-        for nbytes in list(self._by_size):
-            kept = [buf for buf in self._by_size[nbytes] if id(buf) in self._used]
-            if kept:
-                self._by_size[nbytes] = kept
-            else:
-                del self._by_size[nbytes]
-        self._used.clear()
+        with self._lock:
+            for nbytes in list(self._by_size):
+                kept = [buf for buf in self._by_size[nbytes] if id(buf) in self._used]
+                if kept:
+                    self._by_size[nbytes] = kept
+                else:
+                    del self._by_size[nbytes]
+            self._used.clear()
+
+
+def _reference_count(buffers: list, i: int) -> int:
+    return sys.getrefcount(buffers[i])
+
+
+# What _reference_count reports for an array that only its list refers to (2 on CPython up to
+# 3.13: the list's reference and the argument's; measured rather than assumed, since newer
+# interpreters may skip counting the argument).
+_ALONE = _reference_count([numpy.empty(0, dtype=numpy.uint8)], 0)
 
 
 def _unreferenced(buffers: list, i: int) -> bool:
     """Whether nothing but the list ``buffers`` refers to ``buffers[i]`` (no view of it is alive)."""
-    return sys.getrefcount(buffers[i]) == 2                  # the list's reference and the argument's
+    return _reference_count(buffers, i) == _ALONE
 
 
 def empty(xp, shape, dtype):

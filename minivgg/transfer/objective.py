@@ -85,9 +85,9 @@ class Objective:
     def __call__(self, x) -> Evaluation:
         """Loss parts and dL_total/dx for x: (1, 3, H, W).
 
-        The arrays of an evaluation (activations, gradients, work buffers) come
-        from ``self.pool`` (``minivgg.backend.ArrayPool``): the next evaluation
-        reuses their memory instead of asking the kernel for fresh pages.
+        The layer outputs and the convolutions' work buffers of an evaluation
+        come from ``self.pool`` (``minivgg.backend.ArrayPool``): the next
+        evaluation reuses their memory instead of asking the kernel for fresh pages.
         """
         with self.pool:
             evaluation = self._evaluate(x)
