@@ -21,7 +21,8 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
 * **activations** kept for backward: every layer's output up to the deepest
   tap, sum_l A_l * s (the conv's input *is* the layer below's output, the
   ReLU's mask *is* its output, average pooling keeps only a shape, max pooling
-  one int8 per output).
+  one int8 per output). The objective's ``ArrayPool`` keeps their memory
+  between evaluations; it is all in use at the peak anyway.
 * **gradients** the objective holds while the network runs backward: the
   content loss's gradient and difference (2 A_content s). The style gradients
   are made by the walk when it reaches their layer (``VGG19.backward``).
@@ -51,7 +52,7 @@ tile. The peak is the larger of the two marks.
   the engine/float64 conversions at the boundary): (2 maxcor + 13) * 8n + 16n.
 
 Against measured peak RSS (``python -m minivgg.bench``, float32, paper
-settings, one process per case, Winograd) the estimate was -11% at 256, -5% at
+settings, one process per case, Winograd) the estimate was -10% at 256, -7% at
 512 and +2% at 1024 (the fixed costs of libraries and allocator matter most at
 small sizes); see the bench's ``estimate_error`` column.
 """
