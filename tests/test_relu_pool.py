@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import directional_check, to_np
+from gradcheck import directional_check, rel_error, to_np
 from minivgg.pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                           max_pool2d_forward)
 from minivgg.relu import relu_backward, relu_forward
@@ -88,3 +88,30 @@ def test_dtype_is_preserved(xp, dtype):
                               (max_pool2d_forward, max_pool2d_backward)):
         out, cache = forward(x)
         assert out.dtype == backward(out, cache).dtype == dtype
+
+
+@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 3), (3, 2)])
+def test_avg_pool_matches_loops_in_channel_blocks(xp, monkeypatch, kernel, stride):
+    """The separable sums, one channel block or many, against windows averaged by loops."""
+    import minivgg.pool as pool
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 5, 9, 11))
+    oh, ow = (9 - kernel) // stride + 1, (11 - kernel) // stride + 1
+    dout = rng.standard_normal((2, 5, oh, ow))
+    want = np.zeros((2, 5, oh, ow))
+    want_dx = np.zeros_like(x)
+    for i in range(oh):
+        for j in range(ow):
+            window = (slice(None), slice(None), slice(stride * i, stride * i + kernel),
+                      slice(stride * j, stride * j + kernel))
+            want[:, :, i, j] = x[window].mean(axis=(2, 3))
+            want_dx[window] += dout[:, :, i, j][:, :, None, None] / kernel**2
+    results = []
+    for block_bytes in (pool.POOL_BLOCK_BYTES, 8 * 11 * oh):    # whole, then one channel per block
+        monkeypatch.setattr(pool, "POOL_BLOCK_BYTES", block_bytes)
+        out, cache = avg_pool2d_forward(xp.asarray(x), kernel, stride)
+        dx = avg_pool2d_backward(xp.asarray(dout), cache)
+        assert rel_error(out, want) < 1e-14 and rel_error(dx, want_dx) < 1e-14
+        results.append((to_np(out), to_np(dx)))
+    assert pool._channel_block(2, 5, oh * 11, 8) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
