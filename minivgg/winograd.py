@@ -303,8 +303,9 @@ def _scatter(xp, y5, tiles, relu: bool, device: str):
     y5, tiles: (m, m, O, R, TW). On the CPU the plain copy goes one tile position
     (O, R, TW) at a time: given the whole 5-D view, NumPy's copy loops innermost
     over the destination's smallest stride, the 4 columns of a tile, whose
-    sources lie O*P apart, and ran twice as slow (the ufunc ``maximum`` does not).
-    On the GPU one kernel does it all.
+    sources lie O*P apart, and ran twice as slow. For the ReLU's ``maximum``
+    the whole view measured faster than sixteen calls, so it stays whole. On
+    the GPU one kernel does it all.
     """
     if relu:
         xp.maximum(y5, 0, out=tiles)
