@@ -31,7 +31,8 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   convolution, one tile (``minivgg.conv.TILE_BYTES``) and the flipped weights,
   or for a Winograd convolution its band temporaries
   (``minivgg.winograd.temporary_bytes``); at a style layer also the moment its
-  gradient is made: upstream gradient, new gradient and its float mask (3 A_l s).
+  gradient is made: the upstream gradient and the new one (2 A_l s; the
+  objective asks for it unmasked, so no mask array exists beside them).
   On the CPU the tiles and bands share the objective's one work buffer
   (``minivgg.backend.ArrayPool``), which keeps the largest of them for good:
   every mark counts that largest one instead of its own layer's.
@@ -52,9 +53,10 @@ tile. The peak is the larger of the two marks.
   the engine/float64 conversions at the boundary): (2 maxcor + 13) * 8n + 16n.
 
 Against measured peak RSS (``python -m minivgg.bench``, float32, paper
-settings, one process per case, Winograd) the estimate was -10% at 256, -7% at
-512 and +2% at 1024 (the fixed costs of libraries and allocator matter most at
-small sizes); see the bench's ``estimate_error`` column.
+settings, one process per case, Winograd) the estimate was -10% at 256, -11% at
+512 and -7% at 1024 (what the model leaves out, the fixed costs of libraries
+and memory the allocator keeps after frees, matters most at small sizes); see
+the bench's ``estimate_error`` column.
 """
 from __future__ import annotations
 
@@ -230,7 +232,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         else:
             mark += size[name] * s                                   # dout / k^2
         if name in style_layers:
-            mark = max(mark, 3 * size[name] * s)                     # dout, new gradient, float mask
+            mark = max(mark, 2 * size[name] * s)                     # dout and the new gradient
         marks.append((held, mark))
     held, transient = max(marks, key=sum)
     evaluation = MemoryEstimate(baseline, activations, held, transient, opt, "evaluation")
