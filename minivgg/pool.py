@@ -75,7 +75,7 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
     x_shape, kernel, stride = cache
     n, c, h, w = x_shape
     oh, ow = dout.shape[2:]
-    share = dout.dtype.type(1.0 / (kernel * kernel))
+    scale = dout.dtype.type(1.0 / (kernel * kernel))
     if stride == kernel:
         dx = xp.empty(x_shape, dtype=dout.dtype)
         dx[:, :, kernel * oh:] = 0                                  # rows the floor dropped
@@ -86,13 +86,13 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
             rows = rows_flat[:n * (c1 - c0) * oh * w].reshape(n, c1 - c0, oh, w)
             rows[..., kernel * ow:] = 0                             # columns the floor dropped
             first = _offsets(rows, 3, 0, ow, stride)
-            xp.multiply(dout[:, c0:c1], share, out=first)
+            xp.multiply(dout[:, c0:c1], scale, out=first)
             for v in range(1, kernel):
                 _offsets(rows, 3, v, ow, stride)[...] = first
             for u in range(kernel):                                 # disjoint windows cover the rest
                 _offsets(dx[:, c0:c1], 2, u, oh, stride)[...] = rows
     else:
-        share = dout * share                                        # (N, C, OH, OW)
+        share = dout * scale                                        # (N, C, OH, OW)
         dx = xp.zeros(x_shape, dtype=dout.dtype)
         for u in range(kernel):
             for v in range(kernel):
