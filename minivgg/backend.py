@@ -11,6 +11,8 @@ only one in the maths code that imports NumPy by name.
     gpu_status()               -> (available: bool, reason: str)
     empty(xp, shape, dtype)    -> xp.empty, or reused memory while an ArrayPool is active
     work(xp, sizes, dtype)     -> 1-D work arrays, likewise
+    prefix_view(flat, shape)   -> the start of a work array as an array of shape
+    padded_rows(x, r0, r1, pw, buf) -> rows of x with zero padding, in buf
 """
 from __future__ import annotations
 
@@ -221,3 +223,30 @@ def work(xp, sizes, dtype) -> list:
     if pool is None or xp is not numpy:
         return [xp.empty(n, dtype=dtype) for n in sizes]
     return pool.work(sizes, dtype)
+
+
+def prefix_view(flat, shape):
+    """The first prod(shape) elements of the 1-D array ``flat`` as a C-contiguous array of ``shape``.
+
+    How a work buffer sized for the largest tile serves the smaller ones: a
+    prefix of a contiguous buffer reshapes without a copy.
+    """
+    return flat[:math.prod(shape)].reshape(shape)
+
+
+def padded_rows(x, r0: int, r1: int, pw: int, buf):
+    """Rows r0..r1 of x (N, C, H, W) (rows outside 0..H are zeros), pw zero columns on the left.
+
+    buf: (N, C, r1 - r0, width) with width >= W + 2*pw; every column from
+    pw + W on is zero (a wider buffer just has more of them: Winograd's tiles
+    can overhang the image). Fully overwritten and returned.
+    """
+    h, w = x.shape[2:]
+    lo = max(r0, 0)                                                 # first row inside the image
+    hi = max(min(r1, h), lo)                                        # one past the last (lo if none)
+    buf[:, :, :lo - r0] = 0                                         # rows above the image
+    buf[:, :, hi - r0:] = 0                                         # rows below it
+    buf[:, :, :, :pw] = 0                                           # left padding
+    buf[:, :, :, pw + w:] = 0                                       # right padding
+    buf[:, :, lo - r0:hi - r0, pw:pw + w] = x[:, :, lo:hi]          # (N, C, hi-lo, W)
+    return buf

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import device_of, empty, get_array_module, work
+from minivgg.backend import device_of, empty, get_array_module, padded_rows, prefix_view, work
 from minivgg.winograd import conv3x3 as winograd_conv3x3
 
 #: Tile sizes in bytes, per device: (floor, cap). A tile of the unrolled
@@ -129,34 +129,6 @@ def _tiles(oh: int, rows: int):
     return [(i0, min(i0 + rows, oh)) for i0 in range(0, oh, rows)]
 
 
-def _view(flat, shape):
-    """The first prod(shape) elements of the 1-D buffer ``flat`` as a C-contiguous array of ``shape``.
-
-    A prefix of a contiguous buffer reshapes without a copy, so a short last
-    tile reuses the same memory and its reshapes stay views.
-    """
-    size = 1
-    for d in shape:
-        size *= d
-    return flat[:size].reshape(shape)
-
-
-def _padded_rows(x, r0: int, r1: int, pw: int, buf):
-    """Rows r0..r1 of x (may stick out of 0..H: zero rows) with pw zero columns either side.
-
-    x: (N, C, H, W); buf: (N, C, r1 - r0, W + 2*pw), fully overwritten and returned.
-    """
-    h, w = x.shape[2:]
-    lo = max(r0, 0)                                                 # first row inside the image
-    hi = max(min(r1, h), lo)                                        # one past the last (lo if none)
-    buf[:, :, :lo - r0] = 0                                         # rows above the image
-    buf[:, :, hi - r0:] = 0                                         # rows below it
-    buf[:, :, :, :pw] = 0                                           # left padding
-    buf[:, :, :, pw + w:] = 0                                       # right padding
-    buf[:, :, lo - r0:hi - r0, pw:pw + w] = x[:, :, lo:hi]          # (N, C, hi-lo, W)
-    return buf
-
-
 def _offset_windows(a, kh: int, kw: int, stride: int, rows: int, ow: int):
     """(u, v, view) for each kernel offset: a[..., s*i + u, s*j + v] over i < rows, j < OW.
 
@@ -194,9 +166,9 @@ def _unrolled_tiles(x, kh: int, kw: int, stride: int, ph: int, pw: int, rows: in
     for i0, i1 in _tiles(oh, rows):
         r = i1 - i0
         ri = stride * (r - 1) + kh
-        xt = _padded_rows(x, stride * i0 - ph, stride * i0 - ph + ri, pw,
-                          _view(xt_flat, (n, c, ri, wd + 2 * pw)))  # (N, C, RI, WP)
-        cols = _unroll(xt, kh, kw, stride, r, ow, _view(cols_flat, (n, c, kh, kw, r, ow)))
+        xt = padded_rows(x, stride * i0 - ph, stride * i0 - ph + ri, pw,
+                         prefix_view(xt_flat, (n, c, ri, wd + 2 * pw)))  # (N, C, RI, WP)
+        cols = _unroll(xt, kh, kw, stride, r, ow, prefix_view(cols_flat, (n, c, kh, kw, r, ow)))
         yield i0, i1, cols.reshape(n, k, r * ow)
 
 
@@ -303,10 +275,10 @@ def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | No
     for i0, i1 in _tiles(oh, rows):
         r = i1 - i0
         ri = stride * (r - 1) + kh
-        dcols = _view(dcols_flat, (n, k, r * ow))                   # (N, K, R*OW)
+        dcols = prefix_view(dcols_flat, (n, k, r * ow))             # (N, K, R*OW)
         xp.matmul(w2t, dout3[:, :, i0 * ow:i1 * ow], out=dcols)     # (K, O) @ (N, O, R*OW)
         dcols = dcols.reshape(n, c, kh, kw, r, ow)                  # (N, C, KH, KW, R, OW)
-        dxt = _view(dxt_flat, (n, c, ri, wp))                       # (N, C, RI, WP)
+        dxt = prefix_view(dxt_flat, (n, c, ri, wp))                 # (N, C, RI, WP)
         dxt[...] = 0
         for u, v, window in _offset_windows(dxt, kh, kw, stride, r, ow):
             window += dcols[:, :, u, v]                             # (N, C, R, OW)

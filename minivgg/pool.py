@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import empty, get_array_module, work
+from minivgg.backend import empty, get_array_module, prefix_view, work
 
 
 def pool_output_size(h: int, w: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -54,7 +54,7 @@ def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2):
     (rows_flat,) = work(xp, (n * block * oh * w,), x.dtype)
     for c0 in range(0, c, block):
         c1 = min(c, c0 + block)
-        rows = rows_flat[:n * (c1 - c0) * oh * w].reshape(n, c1 - c0, oh, w)
+        rows = prefix_view(rows_flat, (n, c1 - c0, oh, w))
         _sum_into(xp, rows, [_offsets(x[:, c0:c1], 2, u, oh, stride) for u in range(kernel)])
         _sum_into(xp, out[:, c0:c1], [_offsets(rows, 3, v, ow, stride) for v in range(kernel)])
     out *= x.dtype.type(1.0 / (kernel * kernel))
@@ -83,7 +83,7 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
         (rows_flat,) = work(xp, (n * block * oh * w,), dout.dtype)
         for c0 in range(0, c, block):
             c1 = min(c, c0 + block)
-            rows = rows_flat[:n * (c1 - c0) * oh * w].reshape(n, c1 - c0, oh, w)
+            rows = prefix_view(rows_flat, (n, c1 - c0, oh, w))
             rows[..., kernel * ow:] = 0                             # columns the floor dropped
             first = _offsets(rows, 3, 0, ow, stride)
             xp.multiply(dout[:, c0:c1], scale, out=first)

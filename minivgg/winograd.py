@@ -63,7 +63,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import NamedTuple
 
-from minivgg.backend import device_of, empty, get_array_module, work
+from minivgg.backend import device_of, empty, get_array_module, padded_rows, prefix_view, work
 
 #: Finite evaluation points per output tile side m (infinity is always the last point).
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, Fraction(1, 2))}
@@ -244,17 +244,17 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
             p = r * tw
-            xb = _padded_band(x[img], m * t0 - 1, m * t0 - 1 + m * r + 2, wp,
-                              _view(xb_flat, (c, m * r + 2, wp)))          # (C, m*R+2, WP)
-            d = _view(d_flat, (a, a, c, r, tw))                              # tile (i, j)'s a x a values
+            xb = padded_rows(x[img:img + 1], m * t0 - 1, m * t0 - 1 + m * r + 2, 1,
+                             prefix_view(xb_flat, (1, c, m * r + 2, wp)))[0]  # (C, m*R+2, WP)
+            d = prefix_view(d_flat, (a, a, c, r, tw))                        # tile (i, j)'s a x a values
             d[...] = _tiles_of(xp, xb, m, a, r, tw)
-            v = _view(v_flat, (a * a, c * p))
+            v = prefix_view(v_flat, (a * a, c * p))
             xp.matmul(kb, d.reshape(a * a, c * p), out=v)                    # (a*a, a*a) @ (a*a, C*P)
-            mm = _view(mm_flat, (a * a, o, p))
+            mm = prefix_view(mm_flat, (a * a, o, p))
             xp.matmul(u, v.reshape(a * a, c, p), out=mm)                     # (a*a, O, C) @ (a*a, C, P)
             if bias is not None:                                             # KA[:, ones] is all ones, so
                 mm[ones] += bias                                             # this adds b to all m*m outputs
-            y = _view(d_flat, (m * m, o * p))                                # D is spent: Y takes its place
+            y = prefix_view(d_flat, (m * m, o * p))                          # D is spent: Y takes its place
             xp.matmul(ka, mm.reshape(a * a, o * p), out=y)                   # (m*m, a*a) @ (a*a, O*P)
             rows_out = min(m * r, h - m * t0)
             band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
@@ -262,7 +262,7 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
             if rows_out == m * r and wd == m * tw:
                 _scatter(xp, y5, _tile_view(xp, band, m, r, tw), relu, device)
             else:                                                            # the image cuts the band
-                full = _view(crop_flat, (o, m * r, m * tw))
+                full = prefix_view(crop_flat, (o, m * r, m * tw))
                 _scatter(xp, y5, _tile_view(xp, full, m, r, tw), relu, device)
                 band[...] = full[:, :rows_out, :wd]
     return out
@@ -333,29 +333,6 @@ def _tile_view(xp, band, m: int, r: int, tw: int):
     so, sr, sp = band.strides
     return xp.lib.stride_tricks.as_strided(band, shape=(m, m, band.shape[0], r, tw),
                                            strides=(sr, sp, so, m * sr, m * sp))
-
-
-def _padded_band(x, r0: int, r1: int, width: int, buf):
-    """Rows r0..r1 of x (C, H, W) (zero outside 0..H), one zero column on the left, zeros after W.
-
-    buf: (C, r1 - r0, width) with width >= W + 2, fully overwritten and returned.
-    """
-    h, w = x.shape[1:]
-    lo, hi = max(r0, 0), max(min(r1, h), max(r0, 0))
-    buf[:, :lo - r0] = 0                                                     # rows above the image
-    buf[:, hi - r0:] = 0                                                     # rows below it
-    buf[:, :, 0] = 0                                                         # left padding
-    buf[:, :, 1 + w:] = 0                                                    # right padding
-    buf[:, lo - r0:hi - r0, 1:1 + w] = x[:, lo:hi]
-    return buf
-
-
-def _view(flat, shape):
-    """The first prod(shape) elements of the 1-D buffer ``flat`` as a C-contiguous array of ``shape``."""
-    size = 1
-    for d in shape:
-        size *= d
-    return flat[:size].reshape(shape)
 
 
 def _kron(a, b):
