@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import empty, get_array_module
+from minivgg.backend import channels_last, empty, flat_memory, get_array_module
 
 
 class ContentCache(NamedTuple):
@@ -23,8 +23,9 @@ def content_loss_forward(f, p):
     if f.shape != p.shape:
         raise ValueError(f"content features {tuple(f.shape)} and target {tuple(p.shape)} differ in shape")
     xp = get_array_module(f, p)
-    diff = xp.subtract(f, p, out=empty(xp, f.shape, xp.result_type(f, p)))   # (N, C, H, W)
-    loss = 0.5 * xp.vdot(diff, diff)                               # 0-d
+    diff = xp.subtract(f, p, out=empty(xp, f.shape, xp.result_type(f, p), channels_last(f)))  # f's order
+    flat = flat_memory(diff)                                       # a view, in either order
+    loss = 0.5 * xp.vdot(flat, flat)                               # 0-d
     return loss, ContentCache(diff, f)
 
 
@@ -43,10 +44,10 @@ def content_loss_backward(cache: ContentCache, dloss=1.0, *, mask: bool = True):
     diff, f = cache
     xp = get_array_module(diff)
     if mask:
-        df = xp.multiply(diff, f > 0, out=empty(xp, diff.shape, diff.dtype))  # (N, C, H, W), no float mask
+        df = xp.multiply(diff, f > 0, out=empty(xp, diff.shape, diff.dtype, channels_last(diff)))  # no float mask
         if dloss != 1.0:
             df *= dloss
     else:
-        df = xp.multiply(diff, diff.dtype.type(dloss), out=empty(xp, diff.shape, diff.dtype))
+        df = xp.multiply(diff, diff.dtype.type(dloss), out=empty(xp, diff.shape, diff.dtype, channels_last(diff)))
     assert df.shape == f.shape
     return df

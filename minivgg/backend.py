@@ -11,6 +11,10 @@ only one in the maths code that imports NumPy by name.
     gpu_status()               -> (available: bool, reason: str)
     empty(xp, shape, dtype)    -> xp.empty, or reused memory while an ArrayPool is active
     work(xp, sizes, dtype)     -> 1-D work arrays, likewise
+    channels_last(x)           -> whether an (N, C, H, W) array's memory is (N, H, W, C)
+    flat_spatial(x)            -> (N, C, H*W) view of x in either layout
+    flat_memory(x)             -> 1-D view of x's elements in memory order
+    dense(x)                   -> x if its memory is packed in either layout, else a C-order copy
     prefix_view(flat, shape)   -> the start of a work array as an array of shape
     padded_rows(x, r0, r1, pw, buf) -> rows of x with zero padding, in buf
 """
@@ -205,12 +209,58 @@ def _unreferenced(buffers: list, i: int) -> bool:
     return _reference_count(buffers, i) == _ALONE
 
 
-def empty(xp, shape, dtype):
-    """``xp.empty(shape, dtype)``, or memory from the active ``ArrayPool`` (NumPy arrays only)."""
+def empty(xp, shape, dtype, channels_last: bool = False, pooled: bool = True):
+    """``xp.empty(shape, dtype)``, or memory from the active ``ArrayPool`` (NumPy arrays only).
+
+    ``channels_last`` (4-D shapes): the memory is laid out (N, H, W, C) and the
+    array returned is its (N, C, H, W) transposed view (``channels_last``).
+    ``pooled=False``: plain memory even while a pool is active (the walk's gradients).
+    """
+    if channels_last:
+        n, c, h, w = shape
+        return empty(xp, (n, h, w, c), dtype, pooled=pooled).transpose(0, 3, 1, 2)
     pool = _ACTIVE_POOL.get()
-    if pool is None or xp is not numpy:
+    if pool is None or xp is not numpy or not pooled:
         return xp.empty(shape, dtype=dtype)
     return pool.empty(shape, dtype)
+
+
+def channels_last(x) -> bool:
+    """Whether x (N, C, H, W) is a view of packed (N, H, W, C) memory: channel vectors contiguous.
+
+    Every layer takes arrays of the logical shape (N, C, H, W), whatever their
+    memory order, and gives its outputs the order of its input; ``VGG19``
+    keeps its activations channels-last, which makes Winograd's tile copies
+    move whole channel vectors instead of single floats (``minivgg.winograd``).
+    """
+    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def flat_spatial(x):
+    """x (N, C, H, W) as (N, C, H*W), a view for C-order and channels-last memory alike.
+
+    For channels-last x it is the transpose of an (N, H*W, C) matrix, which
+    matrix products take as it is (a transposed operand); ``x.reshape`` would copy.
+    """
+    n, c, h, w = x.shape
+    if channels_last(x) and not x.flags.c_contiguous:
+        return x.transpose(0, 2, 3, 1).reshape(n, h * w, c).transpose(0, 2, 1)
+    return x.reshape(n, c, h * w)
+
+
+def flat_memory(x):
+    """The elements of a ``dense`` x as a 1-D view in memory order (for sums over all of them:
+    ``vdot`` of a channels-last array would copy it into C order first)."""
+    if channels_last(x) and not x.flags.c_contiguous:
+        return x.transpose(0, 2, 3, 1).reshape(-1)
+    return x.reshape(-1)
+
+
+def dense(x):
+    """x itself when its memory is packed in C order or channels-last, else a C-order copy."""
+    if x.flags.c_contiguous or channels_last(x):
+        return x
+    return get_array_module(x).ascontiguousarray(x)
 
 
 def work(xp, sizes, dtype) -> list:

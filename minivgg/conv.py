@@ -55,7 +55,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import device_of, empty, get_array_module, padded_rows, prefix_view, work
+from minivgg.backend import (channels_last as backend_channels_last, dense, device_of, empty, flat_spatial,
+                             get_array_module, padded_rows, prefix_view, work)
 from minivgg.winograd import conv3x3 as winograd_conv3x3
 
 #: Tile sizes in bytes, per device: (floor, cap). A tile of the unrolled
@@ -178,7 +179,8 @@ def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=N
 
     x: (N, C, H, W); w2: (O, K) with K = C*KH*KW ordered (c, u, v); ph, pw:
     zero padding of rows and columns (>= 0); out: (N, O, OH*OW), written in
-    place (every element) and returned; b: (O,) or None.
+    place (every element) and returned, in either memory order (a transposed
+    ``out`` is the same BLAS call); b: (O,) or None.
     """
     xp = get_array_module(x, w2)
     n, _, h, wd = x.shape
@@ -199,7 +201,7 @@ def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=N
 
 
 def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False,
-                   max_tile_bytes: int | None = None, winograd=None):
+                   max_tile_bytes: int | None = None, winograd=None, channels_last: bool | None = None):
     """out = w * x + b (cross-correlation); with ``relu``, out = max(w * x + b, 0) fused.
 
     x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) -> out: (N, O, OH, OW) contiguous, cache.
@@ -211,6 +213,8 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
     ``winograd``: w transformed by ``minivgg.winograd.prepare`` (3x3, stride 1,
     pad 1 only); forward and backward then go through Winograd's algorithm
     instead of im2col (same function, far fewer multiplications).
+    ``channels_last``: lay out the output's memory as (N, OH, OW, O) (True) or
+    in C order (False); by default as x's (``minivgg.backend.channels_last``).
     """
     xp = get_array_module(x, w, b)
     n, c, h, wd = x.shape
@@ -221,14 +225,16 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
         if (kh, kw, stride, pad) != (3, 3, 1, 1) or winograd.shape != (o, c):
             raise ValueError(f"Winograd weights of {winograd.shape} fit 3x3 stride-1 pad-1 convs of "
                              f"those channels, not {kh}x{kw}, stride {stride}, pad {pad}, {o}x{c}")
-        out = winograd_conv3x3(x, winograd, b, relu=relu, max_band_bytes=max_tile_bytes)
+        out = winograd_conv3x3(x, winograd, b, relu=relu, max_band_bytes=max_tile_bytes,
+                               channels_last=channels_last)
         return out, Conv2dCache(x, w, stride, pad, winograd)
     oh, ow = output_size(h, wd, kh, kw, stride, pad)
-    out = empty(xp, (n, o, oh * ow), x.dtype)                       # (N, O, OH*OW)
+    layout = backend_channels_last(x) if channels_last is None else channels_last
+    out = empty(xp, (n, o, oh, ow), x.dtype, channels_last=layout)  # (N, O, OH, OW)
     w2 = w.reshape(o, c * kh * kw)                                  # (O, K)
-    _conv_tiled(x, w2, kh, kw, stride, pad, pad, out, b=b, relu=relu,
+    _conv_tiled(x, w2, kh, kw, stride, pad, pad, flat_spatial(out), b=b, relu=relu,
                 max_tile_bytes=max_tile_bytes)
-    return out.reshape(n, o, oh, ow), Conv2dCache(x, w, stride, pad)
+    return out, Conv2dCache(x, w, stride, pad)
 
 
 def _uses_transposed_conv(c: int, o: int, kh: int, kw: int, stride: int, pad: int) -> bool:
@@ -249,10 +255,10 @@ def _dx_transposed_conv(dout, w, pad: int, max_tile_bytes: int | None = None):
     h, wd = oh + kh - 1 - 2 * pad, ow + kw - 1 - 2 * pad
     w_t = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]                 # (C, O, KH, KW), flipped
     w_t2 = xp.ascontiguousarray(w_t).reshape(c, o * kh * kw)        # (C, O*KH*KW)
-    dx = xp.empty((n, c, h * wd), dtype=dout.dtype)                 # (N, C, H*W)
-    _conv_tiled(dout, w_t2, kh, kw, 1, kh - 1 - pad, kw - 1 - pad, dx,
+    dx = xp.empty((n, c, h, wd), dtype=dout.dtype)                  # (N, C, H, W)
+    _conv_tiled(dout, w_t2, kh, kw, 1, kh - 1 - pad, kw - 1 - pad, flat_spatial(dx),
                 max_tile_bytes=max_tile_bytes)
-    return dx.reshape(n, c, h, wd)
+    return dx
 
 
 def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | None = None):
@@ -266,7 +272,7 @@ def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | No
     oh, ow = dout.shape[2:]
     k = c * kh * kw
     w2t = w.reshape(o, k).T                                         # (K, O)
-    dout3 = dout.reshape(n, o, oh * ow)                             # (N, O, OH*OW)
+    dout3 = flat_spatial(dout)                                      # (N, O, OH*OW), either order
     limit = tile_bytes(w2t.nbytes, device_of(dout), max_tile_bytes)
     rows = min(rows_per_tile(n, k, ow, dout.dtype.itemsize, limit), oh)
     wp = wd + 2 * pad
@@ -295,7 +301,7 @@ def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: 
     n, c = x.shape[:2]
     o, oh, ow = dout.shape[1:]
     k = c * kh * kw
-    dout3 = dout.reshape(n, o, oh * ow)                             # (N, O, OH*OW)
+    dout3 = flat_spatial(dout)                                      # (N, O, OH*OW)
     limit = tile_bytes(o * k * x.dtype.itemsize, device_of(x), max_tile_bytes)
     rows = min(rows_per_tile(n, k, ow, x.dtype.itemsize, limit), oh)
     dw2 = xp.zeros((o, k), dtype=dout.dtype)                        # (O, K)
@@ -318,11 +324,10 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     dx is computed tile by tile (see the module docstring for the two routes);
     no full-size unrolled matrix is ever formed.
     """
-    xp = get_array_module(dout)
     x, w, stride, pad, winograd = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    dout = xp.ascontiguousarray(dout)                               # (N, O, OH, OW); no copy if already
+    dout = dense(dout)                                              # (N, O, OH, OW), packed either way
     if winograd is not None:                                        # the transposed conv, by Winograd
         dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes)
     elif _uses_transposed_conv(c, o, kh, kw, stride, pad):

@@ -7,13 +7,15 @@ Shape legend
 
 VGG uses k = 2, s = 2: an odd last row or column is dropped (floor), as
 PAPER.md specifies. Both poolings loop only over the k*k kernel offsets, each
-a strided slice of the whole batch, never over pixels.
+a strided slice of the whole batch, never over pixels. Outputs are packed in
+memory as their input is (C order or channels-last, ``minivgg.backend``);
+NumPy runs each slice operation in memory order, so one code serves both.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import empty, get_array_module, prefix_view, work
+from minivgg.backend import channels_last, empty, get_array_module, prefix_view, work
 
 
 def pool_output_size(h: int, w: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -43,20 +45,22 @@ def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2):
     rows, contiguous), then the k column offsets of that. This reads x once
     with unit stride instead of k*k times with stride s: twice as fast as
     summing the k*k strided windows for VGG's pool1. The row sums are a
-    temporary of OH*W per channel, made a block of channels at a time
+    temporary of (N, C, rows, W), made a block of output rows at a time
     (``POOL_BLOCK_BYTES``) in a work buffer.
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
     oh, ow = pool_output_size(h, w, kernel, stride)
-    out = empty(xp, (n, c, oh, ow), x.dtype)                        # (N, C, OH, OW)
-    block = _channel_block(n, c, oh * w, x.dtype.itemsize)
-    (rows_flat,) = work(xp, (n * block * oh * w,), x.dtype)
-    for c0 in range(0, c, block):
-        c1 = min(c, c0 + block)
-        rows = prefix_view(rows_flat, (n, c1 - c0, oh, w))
-        _sum_into(xp, rows, [_offsets(x[:, c0:c1], 2, u, oh, stride) for u in range(kernel)])
-        _sum_into(xp, out[:, c0:c1], [_offsets(rows, 3, v, ow, stride) for v in range(kernel)])
+    layout = channels_last(x)
+    out = empty(xp, (n, c, oh, ow), x.dtype, channels_last=layout)  # (N, C, OH, OW)
+    block = _row_block(n * c * w, oh, x.dtype.itemsize)
+    (rows_flat,) = work(xp, (n * c * block * w,), x.dtype)
+    for i0 in range(0, oh, block):
+        i1 = min(oh, i0 + block)
+        rows = _block_view(rows_flat, (n, c, i1 - i0, w), layout)
+        band = x[:, :, stride * i0:stride * (i1 - 1) + kernel]       # the input rows they read
+        _sum_into(xp, rows, [_offsets(band, 2, u, i1 - i0, stride) for u in range(kernel)])
+        _sum_into(xp, out[:, :, i0:i1], [_offsets(rows, 3, v, ow, stride) for v in range(kernel)])
     out *= x.dtype.type(1.0 / (kernel * kernel))
     return out, AvgPoolCache(x.shape, kernel, stride)
 
@@ -76,24 +80,27 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
     n, c, h, w = x_shape
     oh, ow = dout.shape[2:]
     scale = dout.dtype.type(1.0 / (kernel * kernel))
+    layout = channels_last(dout)
     if stride == kernel:
-        dx = xp.empty(x_shape, dtype=dout.dtype)
+        dx = empty(xp, x_shape, dout.dtype, channels_last=layout, pooled=False)  # a gradient: plain memory
         dx[:, :, kernel * oh:] = 0                                  # rows the floor dropped
-        block = _channel_block(n, c, oh * w, dout.dtype.itemsize)
-        (rows_flat,) = work(xp, (n * block * oh * w,), dout.dtype)
-        for c0 in range(0, c, block):
-            c1 = min(c, c0 + block)
-            rows = prefix_view(rows_flat, (n, c1 - c0, oh, w))
+        block = _row_block(n * c * w, oh, dout.dtype.itemsize)
+        (rows_flat,) = work(xp, (n * c * block * w,), dout.dtype)
+        for i0 in range(0, oh, block):
+            i1 = min(oh, i0 + block)
+            rows = _block_view(rows_flat, (n, c, i1 - i0, w), layout)
             rows[..., kernel * ow:] = 0                             # columns the floor dropped
             first = _offsets(rows, 3, 0, ow, stride)
-            xp.multiply(dout[:, c0:c1], scale, out=first)
+            xp.multiply(dout[:, :, i0:i1], scale, out=first)
             for v in range(1, kernel):
                 _offsets(rows, 3, v, ow, stride)[...] = first
-            for u in range(kernel):                                 # disjoint windows cover the rest
-                _offsets(dx[:, c0:c1], 2, u, oh, stride)[...] = rows
+            band = dx[:, :, stride * i0:stride * i1]                # disjoint windows cover the rest
+            for u in range(kernel):
+                _offsets(band, 2, u, i1 - i0, stride)[...] = rows
     else:
         share = dout * scale                                        # (N, C, OH, OW)
-        dx = xp.zeros(x_shape, dtype=dout.dtype)
+        dx = empty(xp, x_shape, dout.dtype, channels_last=layout, pooled=False)
+        dx[...] = 0
         for u in range(kernel):
             for v in range(kernel):
                 _window(dx, u, v, oh, ow, stride)[...] += share
@@ -101,13 +108,21 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
     return dx
 
 
-#: Bytes of the row-sum temporary per block of channels in average pooling (about an L2 cache).
+#: Bytes of the row-sum temporary per block of output rows in average pooling (about an L2 cache).
 POOL_BLOCK_BYTES = 2 * 2**20
 
 
-def _channel_block(n: int, c: int, plane: int, itemsize: int) -> int:
-    """Channels per block so that n * block * plane elements fit ``POOL_BLOCK_BYTES`` (at least 1, at most c)."""
-    return max(1, min(c, POOL_BLOCK_BYTES // max(1, n * plane * itemsize)))
+def _row_block(row: int, oh: int, itemsize: int) -> int:
+    """Output rows per block so that block * row elements fit ``POOL_BLOCK_BYTES`` (at least 1, at most OH)."""
+    return max(1, min(oh, POOL_BLOCK_BYTES // max(1, row * itemsize)))
+
+
+def _block_view(flat, shape, layout: bool):
+    """The start of the work array ``flat`` as an (N, C, rows, W) array, channels-last if ``layout``."""
+    n, c, r, w = shape
+    if layout:
+        return prefix_view(flat, (n, r, w, c)).transpose(0, 3, 1, 2)
+    return prefix_view(flat, shape)
 
 
 def _offsets(a, axis: int, u: int, count: int, stride: int):

@@ -15,7 +15,17 @@ kernels are transformed once, on a layer's first use; ``winograd_tile`` says
 which tile each layer uses) except conv1_1, whose 3 input channels suit im2col
 better; ``conv="im2col"`` runs every layer through im2col (``minivgg.conv``),
 the plainer and slower route to the same numbers.
+
+Memory order. Every array here has the logical shape (N, C, H, W), but with
+Winograd the activations (and so the gradients of the walk down) are stored
+channels-last, (N, H, W, C) in memory (``minivgg.backend.channels_last``):
+conv1_1 writes its output that way and every later layer keeps its input's
+order. Winograd's tile copies then move whole channel vectors (its module
+docstring has the numbers). Indexing, slicing and NumPy's functions see the
+same values either way; only ``reshape`` of such an array copies. The im2col
+route keeps C order, which its unrolling copies suit.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -153,7 +163,8 @@ class VGG19:
                 w, b = self.params[name]
                 # bias and ReLU fused into the conv's tiles; out is the ReLU's mask too
                 out, conv_cache = conv2d_forward(out, w, b, stride=1, pad=1, relu=True,
-                                                 winograd=self.winograd_weights(name))
+                                                 winograd=self.winograd_weights(name),
+                                                 channels_last=self.conv == "winograd")
                 caches.append((conv_cache, ReluCache(out)))
             else:
                 out, pool_cache = self._pool_forward(out, 2, 2)

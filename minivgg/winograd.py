@@ -25,9 +25,11 @@ Summed over input channels, the elementwise products become a matrix product
 per position (xi, nu) of the a x a tile, and that is where the time goes:
 
     U[xi nu] = (G g[o, c] GT)[xi, nu]     (a*a, O, C)   once per weight set (``prepare``)
-    V[xi nu] = (BT d[c, p] B)[xi, nu]     (a*a, C, P)   input transform of every tile p
-    M[xi nu] = U[xi nu] @ V[xi nu]        (a*a, O, P)   a*a GEMMs: the O*C*a*a*P multiply-adds
-    Y        = AT M A per tile            (m*m, O, P)   output transform, scattered into the image
+    V[xi nu] = (BT d[p, c] B)[xi, nu]     (a*a, P, C)   input transform of every tile p
+    M[xi nu] = V[xi nu] @ U[xi nu]^T      (a*a, P, O)   a*a GEMMs: the O*C*a*a*P multiply-adds
+    Y        = AT M A per tile            (m*m, P, O)   output transform, scattered into the image
+
+(tiles before channels: the layout of channels-last images, see ``conv3x3``).
 
 The transforms are small linear maps on each tile's a*a values, so each is one
 matrix product as well, with the Kronecker products BT (x) BT and AT (x) AT
@@ -63,6 +65,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import NamedTuple
 
+from minivgg.backend import channels_last as backend_channels_last
 from minivgg.backend import device_of, empty, get_array_module, padded_rows, prefix_view, work
 
 #: Finite evaluation points per output tile side m (infinity is always the last point).
@@ -200,31 +203,43 @@ def prepare(w, m: int | None = None) -> WinogradWeights:
 
 
 def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
-            max_band_bytes: int | None = None):
+            max_band_bytes: int | None = None, channels_last: bool | None = None):
     """out = conv(x, w, stride 1, padding 1) (+ b, then ReLU) through Winograd, band by band.
 
-    x: (N, C, H, W) -> out: (N, O, H, W) contiguous. ``backward``: the transposed
-    convolution instead, x = dout (N, O, H, W) -> dx (N, C, H, W), with the same U.
-    A band is R tile rows (m*R output rows); its temporaries (the gathered tiles D,
-    V, M; Y reuses D's memory) stay within ``max_band_bytes`` together (default:
-    ``BAND_BYTES``, about twice U). The matrix products run on the BLAS's own
-    threads; the copies around them on this one (spreading the copies or the
-    bands over more threads was measured slower here: the BLAS's threads keep
-    the other core busy between calls, and concurrent one-thread GEMMs did not
-    add up to the two-thread ones).
+    x: (N, C, H, W) -> out: (N, O, H, W), packed in memory as x is (C order or
+    channels-last, ``minivgg.backend.channels_last``) unless ``channels_last``
+    says which. ``backward``: the transposed convolution instead, x = dout
+    (N, O, H, W) -> dx (N, C, H, W), with the same U.
+
+    The work runs channels-last whatever x's order: the tiles are gathered as
+    D (a, a, R, TW, C), so V and M are (a*a, P, C) and (a*a, P, O) and the
+    products are M = V @ U^T. With channels-last activations (``VGG19``'s) every
+    copy around the products, the padded band, the gather and the scatter,
+    moves whole channel vectors; in C order they move single floats 4 apart,
+    and the forward's copies took a third longer (VGG-19 at 256 x 256, all
+    Winograd layers: 104 ms C order, 86 ms channels-last).
+
+    A band is R tile rows (m*R output rows); its temporaries (the padded band,
+    the gathered tiles D, V, M; Y reuses D's memory) stay within
+    ``max_band_bytes`` together (default: ``BAND_BYTES``, about twice U). The
+    matrix products run on the BLAS's own threads; the copies around them on
+    this one (spreading the copies or the bands over more threads was measured
+    slower here: the BLAS's threads keep the other core busy between calls, and
+    concurrent one-thread GEMMs did not add up to the two-thread ones).
     """
     xp = get_array_module(x, weights.u)
     n, c, h, wd = x.shape
     m, a = weights.m, weights.m + 2
-    if backward:
-        u = weights.u.transpose(0, 2, 1)                                     # (a*a, C, O) view
+    if backward:                                                             # U^T: (a*a, in, out)
+        u_t = weights.u                                                      # (a*a, O, C): O in, C out
         kb, ka, ones = weights.backward
     else:
-        u = weights.u
+        u_t = weights.u.transpose(0, 2, 1)                                   # (a*a, C, O) view
         kb, ka, ones = weights.forward
-    o, c_u = u.shape[1], u.shape[2]
+    c_u, o = u_t.shape[1], u_t.shape[2]
     if c != c_u:
         raise ValueError(f"input has {c} channels but the weights expect {c_u}")
+    layout = backend_channels_last(x) if channels_last is None else channels_last
     device = device_of(x)
     th, tw = -(-h // m), -(-wd // m)
     wp = m * tw + 2                                                          # padded band width
@@ -238,31 +253,30 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
         o * m * rows * m * tw if cropped else 0), x.dtype)                   # Y's tiles, uncropped
     # The forward's output is an activation, kept until the backward: its memory may come from a
     # pool (minivgg.backend.ArrayPool). The backward's dx lives one layer: plain memory.
-    out = xp.empty((n, o, h, wd), dtype=x.dtype) if backward else empty(xp, (n, o, h, wd), x.dtype)
-    bias = None if b is None else b.reshape(o, 1)                            # (O, 1): added to M[ones]
+    out = empty(xp, (n, o, h, wd), x.dtype, channels_last=layout, pooled=not backward)
     for img in range(n):
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
             p = r * tw
-            xb = padded_rows(x[img:img + 1], m * t0 - 1, m * t0 - 1 + m * r + 2, 1,
-                             prefix_view(xb_flat, (1, c, m * r + 2, wp)))[0]  # (C, m*R+2, WP)
-            d = prefix_view(d_flat, (a, a, c, r, tw))                        # tile (i, j)'s a x a values
+            band_in = prefix_view(xb_flat, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2)
+            xb = padded_rows(x[img:img + 1], m * t0 - 1, m * t0 - 1 + m * r + 2, 1, band_in)[0]
+            d = prefix_view(d_flat, (a, a, r, tw, c))                        # tile (i, j)'s a x a values
             d[...] = _tiles_of(xp, xb, m, a, r, tw)
-            v = prefix_view(v_flat, (a * a, c * p))
-            xp.matmul(kb, d.reshape(a * a, c * p), out=v)                    # (a*a, a*a) @ (a*a, C*P)
-            mm = prefix_view(mm_flat, (a * a, o, p))
-            xp.matmul(u, v.reshape(a * a, c, p), out=mm)                     # (a*a, O, C) @ (a*a, C, P)
-            if bias is not None:                                             # KA[:, ones] is all ones, so
-                mm[ones] += bias                                             # this adds b to all m*m outputs
-            y = prefix_view(d_flat, (m * m, o * p))                          # D is spent: Y takes its place
-            xp.matmul(ka, mm.reshape(a * a, o * p), out=y)                   # (m*m, a*a) @ (a*a, O*P)
+            v = prefix_view(v_flat, (a * a, p * c))
+            xp.matmul(kb, d.reshape(a * a, p * c), out=v)                    # (a*a, a*a) @ (a*a, P*C)
+            mm = prefix_view(mm_flat, (a * a, p, o))
+            xp.matmul(v.reshape(a * a, p, c), u_t, out=mm)                   # (a*a, P, C) @ (a*a, C, O)
+            if b is not None:                                                # KA[:, ones] is all ones, so
+                mm[ones] += b                                                # this adds b to all m*m outputs
+            y = prefix_view(d_flat, (m * m, p * o))                          # D is spent: Y takes its place
+            xp.matmul(ka, mm.reshape(a * a, p * o), out=y)                   # (m*m, a*a) @ (a*a, P*O)
             rows_out = min(m * r, h - m * t0)
             band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
-            y5 = y.reshape(m, m, o, r, tw)
+            y5 = y.reshape(m, m, r, tw, o)
             if rows_out == m * r and wd == m * tw:
                 _scatter(xp, y5, _tile_view(xp, band, m, r, tw), relu, device)
             else:                                                            # the image cuts the band
-                full = prefix_view(crop_flat, (o, m * r, m * tw))
+                full = prefix_view(crop_flat, (m * r, m * tw, o)).transpose(2, 0, 1)
                 _scatter(xp, y5, _tile_view(xp, full, m, r, tw), relu, device)
                 band[...] = full[:, :rows_out, :wd]
     return out
@@ -300,12 +314,12 @@ def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, devic
 def _scatter(xp, y5, tiles, relu: bool, device: str):
     """tiles[...] = y5, or max(y5, 0) with ``relu``: the ReLU costs nothing extra in the copy.
 
-    y5, tiles: (m, m, O, R, TW). On the CPU the plain copy goes one tile position
-    (O, R, TW) at a time: given the whole 5-D view, NumPy's copy loops innermost
-    over the destination's smallest stride, the 4 columns of a tile, whose
-    sources lie O*P apart, and ran twice as slow. For the ReLU's ``maximum``
-    the whole view measured faster than sixteen calls, so it stays whole. On
-    the GPU one kernel does it all.
+    y5, tiles: (m, m, R, TW, O). On the CPU the plain copy goes one tile
+    position (R, TW, O) at a time: given the whole 5-D view of a C-order
+    output, NumPy's copy loops innermost over the destination's smallest
+    stride, the m columns of a tile, whose sources lie P*O apart, and ran twice
+    as slow. For the ReLU's ``maximum`` the whole view measured faster than
+    m*m calls, so it stays whole. On the GPU one kernel does it all.
     """
     if relu:
         xp.maximum(y5, 0, out=tiles)
@@ -318,21 +332,21 @@ def _scatter(xp, y5, tiles, relu: bool, device: str):
 
 
 def _tiles_of(xp, xb, m: int, a: int, r: int, tw: int):
-    """Read-only view (a, a, C, R, TW) of the overlapping a x a tiles of xb, tile (i, j) at (m*i, m*j).
+    """Read-only view (a, a, R, TW, C) of the overlapping a x a tiles of xb (C, m*R+2, WP), tile (i, j) at (m*i, m*j).
 
-    view[u, v, c, i, j] = xb[c, m*i + u, m*j + v]: one strided view, so gathering
-    every tile is a single copy.
+    view[u, v, i, j, c] = xb[c, m*i + u, m*j + v]: one strided view of xb, in
+    whatever memory order xb has, so gathering every tile is a single copy.
     """
     sc, sr, sp = xb.strides
-    return xp.lib.stride_tricks.as_strided(xb, shape=(a, a, xb.shape[0], r, tw),
-                                           strides=(sr, sp, sc, m * sr, m * sp))
+    return xp.lib.stride_tricks.as_strided(xb, shape=(a, a, r, tw, xb.shape[0]),
+                                           strides=(sr, sp, m * sr, m * sp, sc))
 
 
 def _tile_view(xp, band, m: int, r: int, tw: int):
-    """Writable view (m, m, O, R, TW) of band (O, m*R, m*TW): view[a, b, o, i, j] = band[o, m*i + a, m*j + b]."""
+    """Writable view (m, m, R, TW, O) of band (O, m*R, m*TW): view[a, b, i, j, o] = band[o, m*i + a, m*j + b]."""
     so, sr, sp = band.strides
-    return xp.lib.stride_tricks.as_strided(band, shape=(m, m, band.shape[0], r, tw),
-                                           strides=(sr, sp, so, m * sr, m * sp))
+    return xp.lib.stride_tricks.as_strided(band, shape=(m, m, r, tw, band.shape[0]),
+                                           strides=(sr, sp, m * sr, m * sp, so))
 
 
 def _kron(a, b):

@@ -16,6 +16,12 @@ def to_np(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
+def channels_last_copy(a):
+    """a (N, C, H, W) copied into channels-last memory, (N, H, W, C), and returned as its (N, C, H, W) view."""
+    xp = get_array_module(a)
+    return xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
 def rel_error(a, b) -> float:
     """|a - b| / max(|a|, |b|, tiny), on scalars or arrays (norms)."""
     a, b = to_np(a).astype(np.float64), to_np(b).astype(np.float64)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minivgg.backend import ArrayPool, empty, get_array_module, to_device, to_numpy, work
+from minivgg.backend import (ArrayPool, channels_last, dense, empty, flat_memory, flat_spatial, get_array_module,
+                             to_device, to_numpy, work)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The maths: layers, network, losses, objective. I/O boundaries (images, weights
@@ -88,3 +89,28 @@ def test_array_pool_work_buffers():
         del first, alive
         again = work(np, (6,), np.float32)                             # fits the buffer alive had
         assert again[0].ctypes.data == address                        # reused once nothing holds it
+
+
+def test_memory_orders():
+    """Channels-last arrays: made by ``empty``, recognised, and flattened without copies."""
+    c_order = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    last = empty(np, (2, 3, 4, 5), np.float32, channels_last=True)
+    last[...] = c_order
+    assert last.shape == (2, 3, 4, 5) and last.base.shape == (2, 4, 5, 3) and last.base.flags.c_contiguous
+    assert channels_last(last) and not channels_last(c_order) and not last.flags.c_contiguous
+    for a in (c_order, last):
+        spatial = flat_spatial(a)
+        assert spatial.shape == (2, 3, 20) and np.shares_memory(spatial, a)
+        assert np.array_equal(spatial, c_order.reshape(2, 3, 20))
+        flat = flat_memory(a)
+        assert flat.shape == (120,) and np.shares_memory(flat, a) and float(flat @ flat) == float((a * a).sum())
+        assert dense(a) is a
+    scrambled = c_order[:, :, ::-1]
+    assert not channels_last(scrambled) and dense(scrambled).flags.c_contiguous
+    assert np.array_equal(dense(scrambled), scrambled) and np.array_equal(flat_spatial(scrambled),
+                                                                          scrambled.reshape(2, 3, 20))
+    pool = ArrayPool()
+    with pool:
+        pooled = empty(np, (1, 2, 3, 4), np.float32, channels_last=True)
+        plain = empty(np, (1, 2, 3, 4), np.float32, channels_last=True, pooled=False)
+        assert pool.nbytes == pooled.nbytes and channels_last(plain) and plain.base is not pooled.base

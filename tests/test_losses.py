@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import directional_check, rel_error, to_np
+from gradcheck import channels_last_copy, directional_check, rel_error, to_np
+from minivgg.backend import channels_last
 from losses import (content_loss_backward, content_loss_forward, gram_backward, gram_matrix,
                     style_loss_backward, style_loss_forward, tv_loss_backward, tv_loss_forward)
 from minivgg.relu import ReluCache, relu_backward
@@ -102,6 +103,28 @@ def test_finite_differences(xp, which):
         fwd = lambda v: tv_loss_forward(v)[0]                     # noqa: E731
         grad = tv_loss_backward(tv_loss_forward(f)[1])
     assert directional_check(fwd, f, grad, rng, h=1e-5) < 1e-7
+
+
+def test_channels_last_features_give_the_same_losses_and_keep_their_order(xp):
+    """The network's features are channels-last: the losses read them without a copy, in place order."""
+    rng = np.random.default_rng(6)
+    f = xp.maximum(xp.asarray(rng.standard_normal((1, 6, 5, 7))), 0)
+    p = xp.asarray(rng.standard_normal(f.shape))
+    b = rng.standard_normal((1, 6, 9))
+    a = xp.asarray(b @ b.transpose(0, 2, 1))
+    dgram = xp.asarray(rng.standard_normal((1, 6, 6)))
+    results = []
+    for feats in (f, channels_last_copy(f)):
+        content, c_cache = content_loss_forward(feats, channels_last_copy(p))
+        style, s_cache = style_loss_forward(feats, a)
+        grads = (content_loss_backward(c_cache), content_loss_backward(c_cache, 2.0, mask=False),
+                 style_loss_backward(s_cache), style_loss_backward(s_cache, 3.0, mask=False),
+                 gram_backward(dgram, feats))
+        assert all(channels_last(g) == channels_last(feats) for g in grads)
+        assert all(g.flags.c_contiguous == feats.flags.c_contiguous for g in grads)
+        results.append((content, style, gram_matrix(feats)) + grads)
+    for got, want in zip(results[1], results[0]):
+        assert rel_error(got, want) < 1e-14
 
 
 def test_tv_hand_value(xp):

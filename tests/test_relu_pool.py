@@ -91,9 +91,10 @@ def test_dtype_is_preserved(xp, dtype):
 
 
 @pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 3), (3, 2)])
-def test_avg_pool_matches_loops_in_channel_blocks(xp, monkeypatch, kernel, stride):
-    """The separable sums, one channel block or many, against windows averaged by loops."""
+def test_avg_pool_matches_loops_in_row_blocks_and_either_memory_order(xp, monkeypatch, kernel, stride):
+    """The separable sums, one block of rows or many, C order or channels-last, against loops."""
     import minivgg.pool as pool
+    from minivgg.backend import channels_last
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 5, 9, 11))
     oh, ow = (9 - kernel) // stride + 1, (11 - kernel) // stride + 1
@@ -107,11 +108,16 @@ def test_avg_pool_matches_loops_in_channel_blocks(xp, monkeypatch, kernel, strid
             want[:, :, i, j] = x[window].mean(axis=(2, 3))
             want_dx[window] += dout[:, :, i, j][:, :, None, None] / kernel**2
     results = []
-    for block_bytes in (pool.POOL_BLOCK_BYTES, 8 * 11 * oh):    # whole, then one channel per block
-        monkeypatch.setattr(pool, "POOL_BLOCK_BYTES", block_bytes)
-        out, cache = avg_pool2d_forward(xp.asarray(x), kernel, stride)
-        dx = avg_pool2d_backward(xp.asarray(dout), cache)
-        assert rel_error(out, want) < 1e-14 and rel_error(dx, want_dx) < 1e-14
-        results.append((to_np(out), to_np(dx)))
-    assert pool._channel_block(2, 5, oh * 11, 8) == 1
-    assert all(np.array_equal(a, b) for a, b in zip(*results))
+    for last in (False, True):
+        as_order = (lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)) if last \
+            else (lambda a: a)
+        for block_bytes in (pool.POOL_BLOCK_BYTES, 8 * 2 * 5 * 11):     # all rows, then one per block
+            monkeypatch.setattr(pool, "POOL_BLOCK_BYTES", block_bytes)
+            out, cache = avg_pool2d_forward(xp.asarray(as_order(x)), kernel, stride)
+            dx = avg_pool2d_backward(xp.asarray(as_order(dout)), cache)
+            assert rel_error(out, want) < 1e-14 and rel_error(dx, want_dx) < 1e-14
+            assert channels_last(out) == channels_last(dx) == last        # the input's order kept
+            assert out.flags.c_contiguous != last and dx.flags.c_contiguous != last
+            results.append((to_np(out), to_np(dx)))
+    assert pool._row_block(2 * 5 * 11, oh, 8) == 1
+    assert all(np.array_equal(a, b) for other in results[1:] for a, b in zip(results[0], other))

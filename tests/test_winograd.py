@@ -6,7 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from gradcheck import rel_error, to_np
+from gradcheck import channels_last_copy, rel_error, to_np
+from minivgg.backend import channels_last
 from minivgg.conv import conv2d_backward, conv2d_forward
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
 from minivgg.vgg import CONV_SHAPES, VGG19
@@ -45,25 +46,42 @@ def test_toom_cook_refuses_repeated_points():
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("band", [None, 600])
-def test_forward_and_backward_match_the_loops(xp, m, case, band):
-    """float64: same numbers as conv_naive to rounding, whole image or bands of one tile row."""
+@pytest.mark.parametrize("last", [False, True])
+def test_forward_and_backward_match_the_loops(xp, m, case, band, last):
+    """float64: same numbers as conv_naive to rounding, whole image or bands of one tile row,
+    inputs in C order or channels-last (outputs keep the input's order)."""
     n, c, o, h, w = case
     rng = np.random.default_rng(2)
     x = xp.asarray(rng.standard_normal((n, c, h, w)))
     wt = xp.asarray(rng.standard_normal((o, c, 3, 3)))
     b = xp.asarray(rng.standard_normal(o))
+    order = channels_last_copy if last else (lambda a: a)
     weights = prepare(wt, m)
-    out = conv3x3(x, weights, b, max_band_bytes=band)
+    out = conv3x3(order(x), weights, b, max_band_bytes=band)
     ref = conv2d_naive(x, wt, b, stride=1, pad=1)
     assert out.shape == ref.shape and out.dtype == x.dtype
     assert rel_error(out, ref) < 1e-13
-    relu = conv3x3(x, weights, b, relu=True, max_band_bytes=band)
+    assert channels_last(out) == channels_last(order(x)) and out.flags.c_contiguous == order(x).flags.c_contiguous
+    relu = conv3x3(order(x), weights, b, relu=True, max_band_bytes=band)
     assert float(abs(relu - xp.maximum(ref, 0)).max()) < 1e-12
     dout = xp.asarray(rng.standard_normal(ref.shape))
-    dx = conv3x3(dout, weights, backward=True, max_band_bytes=band)
+    dx = conv3x3(order(dout), weights, backward=True, max_band_bytes=band)
     dx_ref, _, _ = conv2d_backward_naive(dout, x, wt, stride=1, pad=1)
-    assert dx.shape == x.shape
+    assert dx.shape == x.shape and channels_last(dx) == channels_last(order(dout))
     assert rel_error(dx, dx_ref) < 1e-13
+
+
+def test_the_output_order_can_be_chosen(xp):
+    """``channels_last=`` overrides the input's order; the values are the same either way."""
+    rng = np.random.default_rng(7)
+    x = xp.asarray(rng.standard_normal((1, 16, 9, 10)))
+    weights = prepare(xp.asarray(rng.standard_normal((8, 16, 3, 3))))
+    c_order = conv3x3(x, weights)
+    last = conv3x3(x, weights, channels_last=True)
+    back = conv3x3(channels_last_copy(x), weights, channels_last=False)
+    assert c_order.flags.c_contiguous and not channels_last(c_order)
+    assert channels_last(last) and not last.flags.c_contiguous and back.flags.c_contiguous
+    assert rel_error(last, c_order) < 1e-15 and rel_error(back, c_order) < 1e-15
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -143,6 +161,8 @@ def test_vgg_winograd_and_im2col_agree(xp):
     (fa, ca), (fb, cb) = (net.forward(x, taps) for net in nets)
     for tap in taps:
         assert rel_error(fa[tap], fb[tap]) < 1e-12, tap
+        assert channels_last(fa[tap]) and not fa[tap].flags.c_contiguous, tap     # Winograd: channels-last
+        assert fb[tap].flags.c_contiguous, tap                                    # im2col: C order
     grads = {tap: xp.asarray(rng.standard_normal(fa[tap].shape)) for tap in taps}
     assert rel_error(nets[0].backward(grads, ca), nets[1].backward(grads, cb)) < 1e-12
     assert nets[0].winograd_weights("conv1_1") is None and nets[0].winograd_weights("conv4_2").m == 4

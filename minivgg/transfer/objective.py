@@ -67,7 +67,7 @@ class Objective:
             # [0]: the pass's cache (every activation) is never bound to a name, so it is
             # freed here, before the style passes run, rather than living beside them.
             feats = net.forward(content, taps=(self.content_layer,))[0]
-            self.content_target = feats[self.content_layer].copy()  # P: (1, C, h, w)
+            self.content_target = feats[self.content_layer].copy(order="K")  # P (1, C, h, w), memory as F
             del feats
         self.style_targets = {}
         if styles:
