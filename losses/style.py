@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import channels_last, empty, flat_spatial, get_array_module
+from minivgg.backend import channels_last, device_of, empty, flat_spatial, get_array_module
 
 
 def gram_matrix(f):
@@ -68,9 +68,10 @@ def style_loss_backward(cache: StyleCache, dloss=1.0, *, mask: bool = True):
 
     dF has F's memory order. Channels-last, each product writes an (M, C)
     matrix, which the BLAS computes with M as its long side and packs M-long
-    panels into each thread's buffer; the product goes ``SPAN_BYTES`` of F at a
-    time so those buffers stay small (measured with OpenBLAS at 512 x 512:
-    whole, the two threads' buffers held 33 MB more at the evaluation's peak).
+    panels into each thread's buffer; on the CPU the product goes ``SPAN_BYTES``
+    of F at a time so those buffers stay small (measured with OpenBLAS at
+    512 x 512: whole, the two threads' buffers held 33 MB more at the
+    evaluation's peak). On the GPU it is one product, one launch.
     """
     f, gram_diff, scale = cache
     xp = get_array_module(f)
@@ -78,7 +79,7 @@ def style_loss_backward(cache: StyleCache, dloss=1.0, *, mask: bool = True):
     df = empty(xp, f.shape, scaled.dtype, channels_last=channels_last(f), pooled=False)  # f's order
     fmat, dfmat = flat_spatial(f), flat_spatial(df)                # (N, C, M) views
     n, c, m = fmat.shape
-    span = max(1, SPAN_BYTES // (c * f.dtype.itemsize))             # positions per product
+    span = max(1, SPAN_BYTES // (c * f.dtype.itemsize)) if device_of(f) == "cpu" else m  # GPU: one launch
     for k0 in range(0, m, span):
         xp.matmul(scaled, fmat[:, :, k0:k0 + span], out=dfmat[:, :, k0:k0 + span])  # (C, C) @ (C, span)
     if mask:

@@ -211,13 +211,15 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     says which. ``backward``: the transposed convolution instead, x = dout
     (N, O, H, W) -> dx (N, C, H, W), with the same U.
 
-    The work runs channels-last whatever x's order: the tiles are gathered as
-    D (a, a, R, TW, C), so V and M are (a*a, P, C) and (a*a, P, O) and the
-    products are M = V @ U^T. With channels-last activations (``VGG19``'s) every
-    copy around the products, the padded band, the gather and the scatter,
-    moves whole channel vectors; in C order they move single floats 4 apart,
-    and the forward's copies took a third longer (VGG-19 at 256 x 256, all
-    Winograd layers: 104 ms C order, 86 ms channels-last).
+    The work follows x's order. Channels-last, the tiles are gathered as
+    D (a, a, R, TW, C), V and M are (a*a, P, C) and (a*a, P, O), and the
+    products are M = V @ U^T (the module docstring's shapes): every copy
+    around the products, the padded band, the gather and the scatter, moves
+    whole channel vectors. In C order D is (a, a, C, R, TW), V (a*a, C, P) and
+    M = U @ V (a*a, O, P), and the copies move single floats m apart. On the
+    CPU channels-last wins (VGG-19 at 256 x 256, all Winograd layers: forward
+    117 -> 92 ms, backward 105 -> 86 ms), and ``VGG19`` runs so there; on the
+    GPU it runs in C order (``minivgg.vgg``).
 
     A band is R tile rows (m*R output rows); its temporaries (the padded band,
     the gathered tiles D, V, M; Y reuses D's memory) stay within
@@ -258,25 +260,37 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
             p = r * tw
-            band_in = prefix_view(xb_flat, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2)
+            band_in = prefix_view(xb_flat, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2) if layout \
+                else prefix_view(xb_flat, (1, c, m * r + 2, wp))
             xb = padded_rows(x[img:img + 1], m * t0 - 1, m * t0 - 1 + m * r + 2, 1, band_in)[0]
-            d = prefix_view(d_flat, (a, a, r, tw, c))                        # tile (i, j)'s a x a values
-            d[...] = _tiles_of(xp, xb, m, a, r, tw)
+            tiles = _tiles_of(xp, xb, m, a, r, tw)                           # (a, a, R, TW, C) view
             v = prefix_view(v_flat, (a * a, p * c))
-            xp.matmul(kb, d.reshape(a * a, p * c), out=v)                    # (a*a, a*a) @ (a*a, P*C)
-            mm = prefix_view(mm_flat, (a * a, p, o))
-            xp.matmul(v.reshape(a * a, p, c), u_t, out=mm)                   # (a*a, P, C) @ (a*a, C, O)
-            if b is not None:                                                # KA[:, ones] is all ones, so
-                mm[ones] += b                                                # this adds b to all m*m outputs
+            if layout:                                                       # tiles before channels
+                d = prefix_view(d_flat, (a, a, r, tw, c))
+                d[...] = tiles
+                xp.matmul(kb, d.reshape(a * a, p * c), out=v)                # (a*a, a*a) @ (a*a, P*C)
+                mm = prefix_view(mm_flat, (a * a, p, o))
+                xp.matmul(v.reshape(a * a, p, c), u_t, out=mm)               # (a*a, P, C) @ (a*a, C, O)
+                bias = b                                                     # (O,) along M's rows
+            else:                                                            # channels before tiles
+                d = prefix_view(d_flat, (a, a, c, r, tw))
+                d[...] = tiles.transpose(0, 1, 4, 2, 3)
+                xp.matmul(kb, d.reshape(a * a, c * p), out=v)                # (a*a, a*a) @ (a*a, C*P)
+                mm = prefix_view(mm_flat, (a * a, o, p))
+                xp.matmul(u_t.transpose(0, 2, 1), v.reshape(a * a, c, p), out=mm)  # (a*a, O, C) @ (a*a, C, P)
+                bias = None if b is None else b.reshape(o, 1)                # (O, 1) down M's columns
+            if bias is not None:                                             # KA[:, ones] is all ones, so
+                mm[ones] += bias                                             # this adds b to all m*m outputs
             y = prefix_view(d_flat, (m * m, p * o))                          # D is spent: Y takes its place
-            xp.matmul(ka, mm.reshape(a * a, p * o), out=y)                   # (m*m, a*a) @ (a*a, P*O)
+            xp.matmul(ka, mm.reshape(a * a, p * o), out=y)                   # (m*m, a*a) @ (a*a, M's rest)
+            y5 = y.reshape(m, m, r, tw, o) if layout else y.reshape(m, m, o, r, tw).transpose(0, 1, 3, 4, 2)
             rows_out = min(m * r, h - m * t0)
             band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
-            y5 = y.reshape(m, m, r, tw, o)
             if rows_out == m * r and wd == m * tw:
                 _scatter(xp, y5, _tile_view(xp, band, m, r, tw), relu, device)
             else:                                                            # the image cuts the band
-                full = prefix_view(crop_flat, (m * r, m * tw, o)).transpose(2, 0, 1)
+                full = prefix_view(crop_flat, (m * r, m * tw, o)).transpose(2, 0, 1) if layout \
+                    else prefix_view(crop_flat, (o, m * r, m * tw))
                 _scatter(xp, y5, _tile_view(xp, full, m, r, tw), relu, device)
                 band[...] = full[:, :rows_out, :wd]
     return out

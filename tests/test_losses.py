@@ -105,8 +105,13 @@ def test_finite_differences(xp, which):
     assert directional_check(fwd, f, grad, rng, h=1e-5) < 1e-7
 
 
-def test_channels_last_features_give_the_same_losses_and_keep_their_order(xp):
-    """The network's features are channels-last: the losses read them without a copy, in place order."""
+@pytest.mark.parametrize("span_bytes", [None, 4 * 6 * 8])
+def test_channels_last_features_give_the_same_losses_and_keep_their_order(xp, monkeypatch, span_bytes):
+    """The network's features are channels-last: the losses read them without a copy and answer in
+    their order; the style gradient whole or 4 positions per product (``SPAN_BYTES``, CPU)."""
+    import losses.style
+    if span_bytes is not None:
+        monkeypatch.setattr(losses.style, "SPAN_BYTES", span_bytes)
     rng = np.random.default_rng(6)
     f = xp.maximum(xp.asarray(rng.standard_normal((1, 6, 5, 7))), 0)
     p = xp.asarray(rng.standard_normal(f.shape))
@@ -120,6 +125,8 @@ def test_channels_last_features_give_the_same_losses_and_keep_their_order(xp):
         grads = (content_loss_backward(c_cache), content_loss_backward(c_cache, 2.0, mask=False),
                  style_loss_backward(s_cache), style_loss_backward(s_cache, 3.0, mask=False),
                  gram_backward(dgram, feats))
+        plain_style = (s_cache.gram_diff * (3.0 * s_cache.scale)) @ f.reshape(1, 6, 35)     # one product
+        assert rel_error(grads[3], plain_style.reshape(f.shape)) < 1e-14
         assert all(channels_last(g) == channels_last(feats) for g in grads)
         assert all(g.flags.c_contiguous == feats.flags.c_contiguous for g in grads)
         results.append((content, style, gram_matrix(feats)) + grads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import directional_check, rel_error, to_np
+from gradcheck import channels_last_copy, directional_check, rel_error, to_np
 from minivgg.pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                           max_pool2d_forward)
 from minivgg.relu import relu_backward, relu_forward
@@ -109,12 +109,11 @@ def test_avg_pool_matches_loops_in_row_blocks_and_either_memory_order(xp, monkey
             want_dx[window] += dout[:, :, i, j][:, :, None, None] / kernel**2
     results = []
     for last in (False, True):
-        as_order = (lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)) if last \
-            else (lambda a: a)
+        as_order = channels_last_copy if last else (lambda a: a)
         for block_bytes in (pool.POOL_BLOCK_BYTES, 8 * 2 * 5 * 11):     # all rows, then one per block
             monkeypatch.setattr(pool, "POOL_BLOCK_BYTES", block_bytes)
-            out, cache = avg_pool2d_forward(xp.asarray(as_order(x)), kernel, stride)
-            dx = avg_pool2d_backward(xp.asarray(as_order(dout)), cache)
+            out, cache = avg_pool2d_forward(as_order(xp.asarray(x)), kernel, stride)
+            dx = avg_pool2d_backward(as_order(xp.asarray(dout)), cache)
             assert rel_error(out, want) < 1e-14 and rel_error(dx, want_dx) < 1e-14
             assert channels_last(out) == channels_last(dx) == last        # the input's order kept
             assert out.flags.c_contiguous != last and dx.flags.c_contiguous != last
