@@ -230,8 +230,8 @@ def channels_last(x) -> bool:
 
     Every layer takes arrays of the logical shape (N, C, H, W), whatever their
     memory order, and gives its outputs the order of its input; ``VGG19``
-    keeps its activations channels-last, which makes Winograd's tile copies
-    move whole channel vectors instead of single floats (``minivgg.winograd``).
+    keeps its activations channels-last on the CPU, which makes Winograd's tile
+    copies move whole channel vectors instead of single floats (``minivgg.winograd``).
     """
     return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
 

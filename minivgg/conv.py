@@ -204,7 +204,8 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
                    max_tile_bytes: int | None = None, winograd=None, channels_last: bool | None = None):
     """out = w * x + b (cross-correlation); with ``relu``, out = max(w * x + b, 0) fused.
 
-    x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) -> out: (N, O, OH, OW) contiguous, cache.
+    x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) -> out: (N, O, OH, OW) packed (see
+    ``channels_last``), cache.
     OH = (H + 2*pad - KH) // stride + 1, OW likewise. Peak extra memory: one
     tile of at most ``max_tile_bytes`` (default: ``TILE_BYTES``' cap) plus its
     padded input rows. ``relu`` applies the ReLU to each tile while it is

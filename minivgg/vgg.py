@@ -29,7 +29,6 @@ sum and pooling over channels-last memory reads with a stride of C floats
 (measured on an H200: evaluations twice as slow, 0.105 s instead of 0.05 s at
 1024 x 1024).
 """
-
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -149,7 +148,8 @@ class VGG19:
         """Run the layers up to the deepest tap.
 
         x: (N, 3, H, W) BGR mean-subtracted -> (feats {tap: (N, C, h, w)}, cache).
-        The returned features are the network's own arrays: treat them as read-only.
+        The returned features are the network's own arrays: treat them as read-only
+        (on the CPU their memory is channels-last: module docstring).
         """
         taps = tuple(taps)
         if not taps:
