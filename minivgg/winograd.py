@@ -282,7 +282,7 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
             if bias is not None:                                             # KA[:, ones] is all ones, so
                 mm[ones] += bias                                             # this adds b to all m*m outputs
             y = prefix_view(d_flat, (m * m, p * o))                          # D is spent: Y takes its place
-            xp.matmul(ka, mm.reshape(a * a, p * o), out=y)                   # (m*m, a*a) @ (a*a, M's rest)
+            xp.matmul(ka, mm.reshape(a * a, p * o), out=y)                   # (m*m, a*a) @ (a*a, P*O), either order
             y5 = y.reshape(m, m, r, tw, o) if layout else y.reshape(m, m, o, r, tw).transpose(0, 1, 3, 4, 2)
             rows_out = min(m * r, h - m * t0)
             band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
