@@ -50,7 +50,7 @@ torch_flag=--torch
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
     || { torch_flag=""; echo "PyTorch CUDA not available here: timing minivgg only"; }
 timeout 240 "$PY" -m minivgg.bench --sizes 512 1024 --device gpu --repeats 5 --weights "$weights" \
-    --conv winograd im2col \
+    --conv winograd im2col reference \
     $torch_flag --json | tee "$OUT_DIR/bench_gpu.jsonl"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "benchmark FAILED"; status=1; }
 

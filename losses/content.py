@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import channels_last, empty, flat_memory, get_array_module
+from minivgg.backend import get_array_module
 
 
 class ContentCache(NamedTuple):
@@ -23,14 +23,13 @@ def content_loss_forward(f, p):
     if f.shape != p.shape:
         raise ValueError(f"content features {tuple(f.shape)} and target {tuple(p.shape)} differ in shape")
     xp = get_array_module(f, p)
-    diff = xp.subtract(f, p, out=empty(xp, f.shape, xp.result_type(f, p), channels_last(f)))  # f's order
-    flat = flat_memory(diff)                                       # a view, in either order
-    loss = 0.5 * xp.vdot(flat, flat)                               # 0-d
+    diff = f - p                                                   # (N, C, H, W)
+    loss = 0.5 * xp.sum(diff * diff)                               # 0-d
     return loss, ContentCache(diff, f)
 
 
-def content_loss_backward(cache: ContentCache, dloss=1.0, *, mask: bool = True):
-    """The paper's derivative: dL/dF_ij = (F - P)_ij if F_ij > 0, and 0 if F_ij < 0.
+def content_loss_backward(cache: ContentCache, dloss=1.0):
+    """The paper's derivative: dL/dF_ij = (F - P)_ij if F_ij > 0, and 0 if F_ij < 0 (times dloss).
 
     The mask [F > 0] is exactly what the ReLU below this layer applies on its
     own way back (relu_backward multiplies by [out > 0], and F *is* that
@@ -38,16 +37,10 @@ def content_loss_backward(cache: ContentCache, dloss=1.0, *, mask: bool = True):
     the same dx once they pass the network; the paper writes the mask because it
     differentiates with respect to the rectified map. Applying it twice is
     harmless (the mask is 0/1). F_ij = 0 counts as masked (ReLU's convention).
-    ``mask=False`` returns the plain dloss * (F - P), which the objective uses
-    because the network applies the mask anyway. Derived in notebooks/02_losses.ipynb.
+    The fast engine (``minivgg.fast.losses``) returns the unmasked gradient for
+    that reason. Derived in notebooks/02_losses.ipynb.
     """
     diff, f = cache
-    xp = get_array_module(diff)
-    if mask:
-        df = xp.multiply(diff, f > 0, out=empty(xp, diff.shape, diff.dtype, channels_last(diff)))  # no float mask
-        if dloss != 1.0:
-            df *= dloss
-    else:
-        df = xp.multiply(diff, diff.dtype.type(dloss), out=empty(xp, diff.shape, diff.dtype, channels_last(diff)))
+    df = dloss * diff * (f > 0)                                    # (N, C, H, W)
     assert df.shape == f.shape
     return df

@@ -15,25 +15,21 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.backend import channels_last, device_of, empty, flat_spatial, get_array_module
+from minivgg.backend import get_array_module
 
 
 def gram_matrix(f):
     """G = F F^T; f: (N, C, H, W) -> G: (N, C, C)."""
-    fmat = flat_spatial(f)                                         # (N, C, M), a view
+    n, c, h, w = f.shape
+    fmat = f.reshape(n, c, h * w)                                  # F: (N, C, M)
     return fmat @ fmat.transpose(0, 2, 1)                          # (N, C, C)
 
 
 def gram_backward(dgram, f):
     """Local derivative of G = F F^T: dF = (dG + dG^T) F; dgram: (N, C, C), f: (N, C, H, W) -> df like f."""
-    xp = get_array_module(dgram, f)
-    df = empty(xp, f.shape, xp.result_type(dgram, f), channels_last=channels_last(f), pooled=False)
-    xp.matmul(dgram + dgram.transpose(0, 2, 1), flat_spatial(f), out=flat_spatial(df))  # (N, C, M)
-    return df
-
-
-#: Bytes of F one product of ``style_loss_backward`` reads (see there).
-SPAN_BYTES = 2 * 2**20
+    n, c, h, w = f.shape
+    df = (dgram + dgram.transpose(0, 2, 1)) @ f.reshape(n, c, h * w)  # (N, C, M)
+    return df.reshape(f.shape)
 
 
 class StyleCache(NamedTuple):
@@ -51,38 +47,21 @@ def style_loss_forward(f, target_gram):
     if target_gram.shape[-2:] != (c, c):
         raise ValueError(f"a Gram target of shape {tuple(target_gram.shape)} does not fit {c} filters")
     scale = 1.0 / (float(c) ** 2 * float(h * w) ** 2)              # 1 / (N_l^2 M_l^2)
-    gram_diff = gram_matrix(f) - target_gram                       # (N, C, C)
-    loss = 0.25 * scale * xp.vdot(gram_diff, gram_diff)            # 0-d
+    gram_diff = gram_matrix(f) - target_gram                       # G - A: (N, C, C)
+    loss = 0.25 * scale * xp.sum(gram_diff * gram_diff)            # 0-d
     return loss, StyleCache(f, gram_diff, scale)
 
 
-def style_loss_backward(cache: StyleCache, dloss=1.0, *, mask: bool = True):
+def style_loss_backward(cache: StyleCache, dloss=1.0):
     """The paper's derivative: dE_l/dF_ij = ((F^T (G - A))_ji) / (N_l^2 M_l^2) if F_ij > 0, else 0.
 
-    A is a Gram matrix, so G - A is symmetric and (F^T (G - A))^T = (G - A) F: one (C, C) @ (C, M)
-    product, with the scale applied to the small (C, C) factor. The ReLU mask
-    is the same as in the content loss (see losses/content.py): it is what the
-    ReLU below applies anyway, so ``mask=False`` (the objective's choice) skips
-    this copy of it and returns the unmasked (G - A) F / (N_l^2 M_l^2).
-    Derived in notebooks/02_losses.ipynb.
-
-    dF has F's memory order. Channels-last, each product writes an (M, C)
-    matrix, which the BLAS computes with M as its long side and packs M-long
-    panels into each thread's buffer; on the CPU the product goes ``SPAN_BYTES``
-    of F at a time so those buffers stay small (measured with OpenBLAS at
-    512 x 512: whole, the two threads' buffers held 33 MB more at the
-    evaluation's peak). On the GPU it is one product, one launch.
+    A is a Gram matrix, so G - A is symmetric and (F^T (G - A))^T = (G - A) F: one
+    (C, C) @ (C, M) product. The ReLU mask is the same as in the content loss
+    (see losses/content.py). Derived in notebooks/02_losses.ipynb.
     """
     f, gram_diff, scale = cache
-    xp = get_array_module(f)
-    scaled = gram_diff * gram_diff.dtype.type(scale * dloss)       # (N, C, C)
-    df = empty(xp, f.shape, scaled.dtype, channels_last=channels_last(f), pooled=False)  # f's order
-    fmat, dfmat = flat_spatial(f), flat_spatial(df)                # (N, C, M) views
-    n, c, m = fmat.shape
-    span = max(1, SPAN_BYTES // (c * f.dtype.itemsize)) if device_of(f) == "cpu" else m  # GPU: one launch
-    for k0 in range(0, m, span):
-        xp.matmul(scaled, fmat[:, :, k0:k0 + span], out=dfmat[:, :, k0:k0 + span])  # (C, C) @ (C, span)
-    if mask:
-        xp.multiply(df, f > 0, out=df)                             # the mask, in place
+    n, c, h, w = f.shape
+    df = (dloss * scale) * (gram_diff @ f.reshape(n, c, h * w))    # (N, C, C) @ (N, C, M)
+    df = df.reshape(f.shape) * (f > 0)                             # the paper's mask
     assert df.shape == f.shape
     return df

@@ -28,8 +28,9 @@ Reported per case:
 * ``matmul_gflops``: this machine's float32 matmul throughput measured in the
   same process after the evaluations (a large square product, best of three),
   and ``fraction_of_matmul`` = gflops / matmul_gflops;
-* ``conv``: how minivgg ran its convolutions (``--conv``: winograd, the
-  default, or im2col). The GFLOP/s always count the direct convolution's
+* ``conv``: how minivgg ran its convolutions (``--conv``: the fast engine
+  with winograd, the default, or im2col; or ``reference``, the reference
+  engine of ``minivgg.vgg``). The GFLOP/s always count the direct convolution's
   multiply-adds, so for Winograd, which does fewer, they are an *effective*
   rate and ``fraction_of_matmul`` can exceed 1: compare seconds.
 * ``peak_rss_bytes`` and ``estimated_peak_bytes`` (``minivgg.memory``) with
@@ -56,7 +57,8 @@ import time
 
 import numpy
 
-from minivgg.memory import PAPER_STYLE_LAYERS, estimate_peak_bytes, layer_outputs
+from minivgg.architecture import PAPER_STYLE_LAYERS, layer_outputs
+from minivgg.memory import estimate_peak_bytes
 
 CONTENT_LAYER = "conv4_2"
 ALPHA, BETA = 1e-3, 1.0
@@ -101,7 +103,7 @@ def load_params(source: str = "real") -> dict:
         return weights.load_vgg19()
     if source != "random":
         raise ValueError(f"weights must be 'real' or 'random', not {source!r}")
-    from minivgg.vgg import CONV_SHAPES
+    from minivgg.architecture import CONV_SHAPES
     rng = numpy.random.default_rng(SEED)
     return {name: ((rng.standard_normal(shape) * (2.0 / (shape[1] * 9)) ** 0.5).astype(numpy.float32),
                    numpy.zeros(shape[0], numpy.float32))
@@ -183,7 +185,9 @@ def run_ours(case: dict) -> dict:
         gpu_peak = _GpuPeak(get_array_module(to_device(numpy.zeros(1), "gpu")))
     params = load_params(case["weights"])
     conv = case.get("conv", "winograd")
-    net = VGG19(params, pooling="avg", dtype=dtype, device=device, conv=conv)
+    engine = "reference" if conv == "reference" else "fast"
+    net = VGG19(params, pooling="avg", dtype=dtype, device=device, engine=engine,
+                conv=None if engine == "reference" else conv)
     del params                                                      # the network holds what it needs
     content, style, x = (to_device(a, device).astype(dtype) for a in _images(size, size))
     objective = Objective(net, content, [style], alpha=ALPHA, beta=BETA, content_layer=CONTENT_LAYER,
@@ -206,7 +210,8 @@ def run_ours(case: dict) -> dict:
     lbfgs = case.get("lbfgs_iterations", 0)
     row["estimated_peak_bytes"] = estimate_peak_bytes(
         size, size, dtype, content_layer=CONTENT_LAYER, style_layers=PAPER_STYLE_LAYERS,
-        pooling="avg", device=device, optimizer="lbfgs" if lbfgs else None, maxcor=case["maxcor"], conv=conv)
+        pooling="avg", device=device, optimizer="lbfgs" if lbfgs else None, maxcor=case["maxcor"],
+        conv="winograd" if engine == "reference" else conv, engine=engine)
     row["conv"] = conv
     if lbfgs:
         from optim.lbfgs import lbfgs as run_lbfgs
@@ -228,7 +233,7 @@ def run_torch(case: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from minivgg.vgg import LAYER_NAMES, layer_index
+    from minivgg.architecture import LAYER_NAMES, layer_index
 
     size, dtype = case["size"], getattr(torch, case["dtype"])
     dev = "cuda" if case["device"] == "gpu" else "cpu"
@@ -362,9 +367,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object per line and case")
     parser.add_argument("--torch", action="store_true",
                         help="also time the same objective in PyTorch, if importable (skipped otherwise)")
-    parser.add_argument("--conv", choices=("winograd", "im2col"), nargs="+", default=["winograd"],
-                        help="how minivgg computes its convolutions (default winograd); give both to "
-                             "time both in the same run")
+    parser.add_argument("--conv", choices=("winograd", "im2col", "reference"), nargs="+", default=["winograd"],
+                        help="how minivgg computes its convolutions: the fast engine with winograd "
+                             "(default) or im2col, or the reference engine (plain im2col, whole); give "
+                             "several to time them in the same run")
     parser.add_argument("--weights", choices=("real", "random"), default="real",
                         help="real: VGG-19 via weights.load_vgg19() (default); random: seeded weights of "
                              "the same shapes, for machines that cannot fetch the real ones")

@@ -6,7 +6,7 @@
     check_fits(needed)                       -> None, or raises NotEnoughMemory (one line)
     ensure_fits(height, width, ...)          -> the estimate, or raises NotEnoughMemory
 
-The model walks the VGG-19 layer table (``minivgg.vgg.LAYERS``) at the given
+The model walks the VGG-19 layer table (``minivgg.architecture.LAYERS``) at the given
 image size and adds up the arrays the code keeps alive at its two high-water
 marks. Shape legend: H, W image size; layer l's output (C_l, h_l, w_l) with
 A_l = C_l * h_l * w_l elements; s = bytes per element of the network's dtype;
@@ -28,18 +28,20 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   are made by the walk when it reaches their layer (``VGG19.backward``).
 * **transient**, the largest over the layers of the walk down: the upstream
   gradient (A_l s), the gradient it produces (A_{l-1} s) and, for a
-  convolution, one tile (``minivgg.conv.TILE_BYTES``) and the flipped weights,
-  or for a Winograd convolution its band temporaries
-  (``minivgg.winograd.temporary_bytes``); at a style layer also the moment its
-  gradient is made: the upstream gradient and the new one (2 A_l s; the
-  objective asks for it unmasked, so no mask array exists beside them).
-  On the CPU the tiles and bands share the objective's one work buffer
-  (``minivgg.backend.ArrayPool``), which keeps the largest of them for good:
-  every mark counts that largest one instead of its own layer's.
-* **transformed weights** (``conv="winograd"``, the default): each Winograd
-  layer up to the deepest tap keeps U, a*a*O*C elements (a = 6 for F(4x4), 4
-  for F(2x2); ``minivgg.vgg.winograd_tile``), in the baseline: 186 MB for
-  conv1_2 .. conv5_1 in float32.
+  convolution, its work arrays as the engine that runs it reports them
+  (``minivgg.fast.network.conv_workspace_bytes``: Winograd's band
+  temporaries, or tiled im2col's tile and, on the transposed route, the
+  flipped weights; ``minivgg.conv.workspace_bytes`` for the reference
+  engine's whole unrolled matrix); at a style layer also the moment its
+  gradient is made: the upstream gradient and the new one (2 A_l s; the fast
+  engine asks for it unmasked, so no mask array exists beside them). On the
+  CPU the fast engine's tiles and bands share its pool's one work buffer
+  (``minivgg.fast.arrays.ArrayPool``), which keeps the largest of them for
+  good: every mark counts that largest one instead of its own layer's.
+* **transformed weights** (the fast engine with ``conv="winograd"``, the
+  default): each Winograd layer up to the deepest tap keeps U, a*a*O*C
+  elements (a = 6 for F(4x4), 4 for F(2x2); ``minivgg.fast.network.winograd_tile``),
+  in the baseline: 186 MB for conv1_2 .. conv5_1 in float32.
 
 Construction of the objective runs two forward passes, one after the other
 (the content pass's activations are freed before the style pass starts), so
@@ -64,10 +66,9 @@ from typing import NamedTuple
 
 import numpy
 
-from minivgg.conv import rows_per_tile, tile_bytes
-from minivgg.transfer.objective import PAPER_STYLE_LAYERS
-from minivgg.vgg import CONV_SHAPES, LAYERS, layer_index, winograd_tile
-from minivgg.winograd import temporary_bytes as winograd_temporary_bytes
+from minivgg.architecture import CONV_SHAPES, PAPER_STYLE_LAYERS, layer_index, layer_outputs
+from minivgg.conv import workspace_bytes as reference_workspace_bytes
+from minivgg.fast.network import conv_workspace_bytes, pooled_workspace_bytes, winograd_tile
 
 #: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
 #: imported (measured: 38 MB), with a little room for the caller's own modules.
@@ -97,44 +98,12 @@ class MemoryEstimate(NamedTuple):
         return self.baseline + self.activations + self.gradients + self.transient + self.optimizer
 
 
-def layer_outputs(height: int, width: int, last: str):
-    """[(name, C_in, C_out, h, w)] of every layer up to and including ``last``; output (1, C_out, h, w)."""
-    h, w = height, width
-    table = []
-    for name, cin, cout in LAYERS[:layer_index(last) + 1]:
-        if name.startswith("pool"):
-            h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
-        table.append((name, cin, cout, h, w))
-    return table
-
-
-def _conv_forward_tile(name: str, cin: int, cout: int, w: int, h: int, s: int, device: str,
-                       conv: str = "im2col") -> int:
-    """Bytes of one forward tile of a 3x3, pad 1 conv: the unrolled rows and their padded input rows
-    (im2col), or the band temporaries (Winograd, where ``conv`` asks for it and the layer uses it)."""
-    m = winograd_tile(name) if conv == "winograd" else None
-    if m is not None:
-        return winograd_temporary_bytes(cin, cout, h, w, m, s, device)
-    k = cin * 9
-    rows = min(rows_per_tile(1, k, w, s, tile_bytes(cout * k * s, device)), h)
-    return k * rows * w * s + cin * (rows + 2) * (w + 2) * s
-
-
-def _conv_backward_tile(name: str, cin: int, cout: int, w: int, h: int, s: int, device: str,
-                        conv: str = "im2col") -> int:
-    """Bytes of one backward tile (Winograd, transposed-conv or col2im route, as ``conv2d_backward`` picks)."""
-    m = winograd_tile(name) if conv == "winograd" else None
-    if m is not None:                       # dout (cout channels) -> dx (cin channels), same U
-        return winograd_temporary_bytes(cout, cin, h, w, m, s, device)
-    if cout <= 2 * cin:                     # transposed convolution of dout, plus the flipped weights
-        return _conv_forward_tile(name, cout, cin, w, h, s, device) + _flipped_bytes(name, cin, cout, s, conv)
-    return _conv_forward_tile(name, cin, cout, w, h, s, device)   # dcols and the padded dx rows: same sizes
-
-
-def _flipped_bytes(name: str, cin: int, cout: int, s: int, conv: str) -> int:
-    """Bytes of the flipped weights the transposed-conv route of the backward makes (0 on the others)."""
-    m = winograd_tile(name) if conv == "winograd" else None
-    return cout * cin * 9 * s if m is None and cout <= 2 * cin else 0
+def _conv_work(name: str, cin: int, cout: int, h: int, w: int, s: int, device: str, conv: str,
+               engine: str, backward: bool) -> int:
+    """Bytes of conv ``name``'s work arrays, as the engine that runs it reports them."""
+    if engine == "reference":
+        return reference_workspace_bytes(cin, cout, h, w, s)
+    return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
 
 
 def _optimizer_bytes(pixels: int, maxcor: int) -> int:
@@ -153,7 +122,8 @@ def estimate(height: int, width: int, dtype: str = "float32", **kwargs) -> Memor
 def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_layer: str | None = "conv4_2",
                     style_layers=PAPER_STYLE_LAYERS, layers=None, pooling: str = "avg", style_size=None,
                     optimizer: str | None = "lbfgs", maxcor: int = 20,
-                    device: str = "cpu", conv: str = "winograd") -> tuple[MemoryEstimate, MemoryEstimate]:
+                    device: str = "cpu", conv: str = "winograd",
+                    engine: str = "fast") -> tuple[MemoryEstimate, MemoryEstimate]:
     """(evaluation, construction): the two high-water marks of a run, term by term.
 
     content_layer: None for texture synthesis; style_layers: () for content
@@ -164,7 +134,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     resizes it); optimizer: "lbfgs" (a run: scipy L-BFGS-B with ``maxcor``
     pairs) or None (evaluations only, as the benchmark runs). device "gpu":
     the CuPy pool's bytes, without the interpreter or the optimiser (both live
-    in host memory). conv: the network's ``conv`` ("winograd" or "im2col").
+    in host memory). engine: the network's engine ("fast" or "reference");
+    conv: the fast engine's ``conv`` ("winograd" or "im2col").
     """
     s = numpy.dtype(dtype).itemsize
     if layers is not None:
@@ -200,7 +171,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     targets = (size[content_layer] * s if content_layer else 0) + style_grams
     images = 3 * pixels * s                                          # content, style, x
     transformed = sum((m + 2) ** 2 * cout * cin * s for name, cin, cout, _, _ in table
-                      if name.startswith("conv") and conv == "winograd"
+                      if name.startswith("conv") and engine == "fast" and conv == "winograd"
                       and (m := winograd_tile(name)) is not None)
     baseline = ((INTERPRETER_BYTES if device == "cpu" else 0) + WEIGHT_COUNT * s + transformed + targets
                 + images)
@@ -215,20 +186,19 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     # Marks as (gradients held, transient), one per layer of the walk down: upstream
     # gradient, produced gradient, one tile; at a style layer, the making of its gradient.
     kept_work = 0                                                    # the pool's work buffer (CPU)
-    if device == "cpu":
-        kept_work = max(max(_conv_forward_tile(name, cin, cout, w, h, s, device, conv),
-                            _conv_backward_tile(name, cin, cout, w, h, s, device, conv)
-                            - _flipped_bytes(name, cin, cout, s, conv))
-                        for name, cin, cout, h, w in table if name.startswith("conv"))
+    if device == "cpu" and engine == "fast":
+        kept_work = max(pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
+                        for name, cin, cout, h, w in table if name.startswith("conv")
+                        for backward in (False, True))
     marks = [(held, kept_work)]
     below = dict(zip([row[0] for row in table], [("input", 3, 3, height, width)] + table[:-1]))
     for name, cin, cout, h, w in table:
         _, _, cprev, hprev, wprev = below[name]
         mark = size[name] * s + cprev * hprev * wprev * s + kept_work
-        if name.startswith("conv") and kept_work:                    # its tile is in the work buffer
-            mark += _flipped_bytes(name, cin, cout, s, conv)
-        elif name.startswith("conv"):
-            mark += _conv_backward_tile(name, cin, cout, w, h, s, device, conv)
+        if name.startswith("conv"):
+            mark += _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward=True)
+            if kept_work:                                            # its tiles are in the work buffer
+                mark -= pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward=True)
         else:
             mark += size[name] * s                                   # dout / k^2
         if name in style_layers:
@@ -240,7 +210,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     # Construction: the content pass, then the style pass, each freed before the next.
     first = kept(content_layer, height, width) if content_layer else 0
     second = kept(max(style_layers, key=layer_index), hs, ws) if style_layers else 0
-    widest = max(_conv_forward_tile(name, cin, cout, w, h, s, device, conv)
+    widest = max(_conv_work(name, cin, cout, h, w, s, device, conv, engine, backward=False)
                  for name, cin, cout, h, w in table if name.startswith("conv"))
     construction = MemoryEstimate(baseline, max(first, second), 0, widest, opt, "construction")
     return evaluation, construction

@@ -58,16 +58,21 @@ def test_a_cheap_run_works(cli, photo, tmp_path):
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == (12, 16, 3)
 
 
-def test_both_convolution_routes_give_the_same_image(cli, photo, tmp_path):
-    """--conv winograd (default) and --conv im2col: the same run, the same pixels to a level or two."""
+def test_both_engines_and_both_convolution_routes_give_the_same_image(cli, photo, tmp_path):
+    """--engine fast with --conv winograd (default) or im2col, and --engine reference: the same run,
+    the same pixels to a level or two; --conv with the reference engine is refused."""
     argv = ("--size", "32", "--iters", "3", "--content", photo, "--style", photo, "--seed", "1")
-    code_w, out_w, err_w = cli(*argv, "--out", "w.png", "--conv", "winograd")
-    code_i, out_i, err_i = cli(*argv, "--out", "i.png", "--conv", "im2col")
-    assert code_w == 0 and code_i == 0, err_w + err_i
-    assert "winograd convolutions" in err_w and "im2col convolutions" in err_i
-    a = np.asarray(Image.open(tmp_path / "w.png"), dtype=int)
-    b = np.asarray(Image.open(tmp_path / "i.png"), dtype=int)
-    assert a.shape == b.shape and np.abs(a - b).max() <= 2
+    runs = {"w": ("--conv", "winograd"), "i": ("--conv", "im2col"), "r": ("--engine", "reference")}
+    errs, images = {}, {}
+    for name, options in runs.items():
+        code, _, errs[name] = cli(*argv, "--out", f"{name}.png", *options)
+        assert code == 0, errs[name]
+        images[name] = np.asarray(Image.open(tmp_path / f"{name}.png"), dtype=int)
+    assert "fast engine (winograd)" in errs["w"] and "fast engine (im2col)" in errs["i"]
+    assert "reference engine" in errs["r"]
+    assert all(a.shape == images["w"].shape and np.abs(a - images["w"]).max() <= 2 for a in images.values())
+    code, _, err = cli(*argv, "--engine", "reference", "--conv", "im2col")
+    assert code == 2 and "--conv chooses the fast engine's convolutions" in err and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------- unreadable input

@@ -1,11 +1,10 @@
-"""conv2d: fast against naive, finite differences for x, w and b, adjoint identities, dtypes."""
+"""The reference conv2d (whole im2col): against the loops, finite differences for x, w and b, adjoints, dtypes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gradcheck import channels_last_copy, directional_check
-from minivgg.backend import channels_last
+from gradcheck import directional_check
 from minivgg.conv import col2im, conv2d_backward, conv2d_forward, im2col
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
 
@@ -29,7 +28,7 @@ def _data(xp, rng, n, c, h, w, o, kh, kw):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_fast_matches_naive_forward_and_backward(xp, case):
+def test_im2col_matches_naive_forward_and_backward(xp, case):
     n, c, h, w, o, kh, kw, s, p = case
     rng = np.random.default_rng(1)
     x, wt, b = _data(xp, rng, n, c, h, w, o, kh, kw)
@@ -43,25 +42,6 @@ def test_fast_matches_naive_forward_and_backward(xp, case):
     for got, want in ((dx, dx_ref), (dw, dw_ref), (db, db_ref)):
         assert got.shape == want.shape
         assert float(abs(got - want).max()) < 1e-12
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_channels_last_in_and_out(xp, case):
-    """Channels-last x or dout, and a channels-last output on request: the same numbers, both dx routes."""
-    n, c, h, w, o, kh, kw, s, p = case
-    rng = np.random.default_rng(6)
-    x, wt, b = _data(xp, rng, n, c, h, w, o, kh, kw)
-    ref, ref_cache = conv2d_forward(x, wt, b, stride=s, pad=p)
-    dout = xp.asarray(rng.standard_normal(ref.shape))
-    dx_ref = conv2d_backward(dout, ref_cache)[0]
-    for x_in, want_last in ((x, True), (channels_last_copy(x), None), (channels_last_copy(x), False)):
-        out, cache = conv2d_forward(x_in, wt, b, stride=s, pad=p, channels_last=want_last)
-        assert float(abs(out - ref).max()) < 1e-12
-        assert channels_last(out) == (want_last is not False)
-        assert out.flags.c_contiguous == (want_last is False)
-        dx, dw, db = conv2d_backward(channels_last_copy(dout), cache, weight_grads=True)
-        assert float(abs(dx - dx_ref).max()) < 1e-12
-    assert float(abs(dw - conv2d_backward(dout, ref_cache, weight_grads=True)[1]).max()) < 1e-12
 
 
 def test_non_contiguous_inputs(xp):

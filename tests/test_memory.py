@@ -110,3 +110,14 @@ def test_available_memory_reads_the_system(monkeypatch):
     limits = {"/sys/fs/cgroup/memory.max": 100 * 2**20, "/sys/fs/cgroup/memory.current": 40 * 2**20}
     monkeypatch.setattr(memory, "_read_int", limits.get)
     assert available_memory_bytes() == 60 * 2**20                  # the cgroup's room is smaller
+
+
+def test_reference_engine_counts_its_whole_unrolled_matrix():
+    """engine="reference" asks minivgg.conv for its sizes: the whole im2col matrix, no Winograd weights."""
+    from minivgg.conv import workspace_bytes
+    fast = estimate(512, 512, optimizer=None)
+    ref = estimate(512, 512, optimizer=None, engine="reference")
+    conv1_2 = workspace_bytes(64, 64, 512, 512, 4)
+    assert conv1_2 >= 9 * 64 * 512 * 512 * 4                        # the unrolled input, 9x its size
+    assert ref.phase == "evaluation" and ref.transient >= conv1_2
+    assert ref.baseline < fast.baseline and ref.total > fast.total

@@ -1,4 +1,4 @@
-"""The real VGG-19: activations against the oracle, and gradients through the whole network."""
+"""The real VGG-19 on both engines: activations against the oracle, gradients through the whole network."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,24 +9,26 @@ from minivgg import LAYER_NAMES, VGG19
 from minivgg.vgg import min_input_size
 
 
+@pytest.mark.parametrize("engine", ["fast", "reference"])
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-5), ("float32", 1e-4)])
-def test_all_21_layers_match_the_oracle(reference_dir, vgg_params, pooling, dtype, tol):
+def test_all_21_layers_match_the_oracle(reference_dir, vgg_params, pooling, dtype, tol, engine):
     ref = np.load(reference_dir / "vgg19_activations.npz")
-    net = VGG19(vgg_params, pooling=pooling, dtype=dtype)
+    net = VGG19(vgg_params, pooling=pooling, dtype=dtype, engine=engine)
     feats, _ = net.forward(ref["input"], taps=LAYER_NAMES)
     errors = {name: rel_error(feats[name], ref[f"{pooling}/{name}"]) for name in LAYER_NAMES}
     worst = max(errors, key=errors.get)
-    print(f"{pooling} {dtype}: worst layer {worst}, relative error {errors[worst]:.2e}")
+    print(f"{engine} {pooling} {dtype}: worst layer {worst}, relative error {errors[worst]:.2e}")
     assert feats[worst].dtype == dtype
     assert errors[worst] < tol
 
 
+@pytest.mark.parametrize("engine", ["fast", "reference"])
 @pytest.mark.parametrize("pooling", ["avg", "max"])
-def test_diamond_directional_derivative(vgg_params, pooling):
+def test_diamond_directional_derivative(vgg_params, pooling, engine):
     """Losses on conv1_1, conv3_1 and conv4_2 at once: gradients from three taps meet on the way down."""
     rng = np.random.default_rng(7)
-    net = VGG19(vgg_params, pooling=pooling, dtype="float64")
+    net = VGG19(vgg_params, pooling=pooling, dtype="float64", engine=engine)
     x = rng.normal(0, 30, (1, 3, 36, 44))
     taps = ("conv1_1", "conv3_1", "conv4_2")
     feats, cache = net.forward(x, taps=taps)
@@ -41,9 +43,10 @@ def test_diamond_directional_derivative(vgg_params, pooling):
     assert directional_check(loss, x, dx, rng, h=1e-4, directions=4) < 1e-5
 
 
-def test_backward_sums_the_gradients_of_all_taps(vgg_params):
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_backward_sums_the_gradients_of_all_taps(vgg_params, engine):
     rng = np.random.default_rng(8)
-    net = VGG19(vgg_params, dtype="float64")
+    net = VGG19(vgg_params, dtype="float64", engine=engine)
     x = rng.normal(0, 30, (1, 3, 32, 32))
     feats, cache = net.forward(x, taps=("conv2_1", "conv3_2"))
     g1 = rng.standard_normal(feats["conv2_1"].shape)
@@ -51,7 +54,9 @@ def test_backward_sums_the_gradients_of_all_taps(vgg_params):
     both = net.backward({"conv2_1": g1, "conv3_2": g2}, cache)
     apart = net.backward({"conv2_1": g1}, cache) + net.backward({"conv3_2": g2}, cache)
     assert rel_error(both, apart) < 1e-12
-    # gradients given as functions are made when the walk reaches their tap, deepest first,
+    if engine == "reference":
+        return
+    # the fast engine: gradients given as functions are made when the walk reaches their tap, deepest first,
     # once each, and the caller's arrays are never modified
     made = []
 
@@ -71,8 +76,9 @@ def test_backward_sums_the_gradients_of_all_taps(vgg_params):
     assert np.array_equal(g1, g1_before)
 
 
-def test_forward_stops_at_the_deepest_tap_and_checks_size(vgg_params):
-    net = VGG19(vgg_params, dtype="float32")
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_forward_stops_at_the_deepest_tap_and_checks_size(vgg_params, engine):
+    net = VGG19(vgg_params, dtype="float32", engine=engine)
     _, cache = net.forward(np.zeros((1, 3, 16, 16), np.float32), taps=("conv2_1",))
     assert cache.depth == LAYER_NAMES.index("conv2_1") + 1
     assert min_input_size("conv5_1") == 16 and min_input_size("pool5") == 32
@@ -80,3 +86,12 @@ def test_forward_stops_at_the_deepest_tap_and_checks_size(vgg_params):
         net.forward(np.zeros((1, 3, 31, 40), np.float32), taps=("pool5",))
     with pytest.raises(ValueError, match="unknown VGG-19 layer 'conv6_1'"):
         net.forward(np.zeros((1, 3, 16, 16), np.float32), taps=("conv6_1",))
+
+
+def test_engine_and_conv_are_checked(vgg_params):
+    with pytest.raises(ValueError, match="engine must be"):
+        VGG19(vgg_params, engine="turbo")
+    with pytest.raises(ValueError, match="reference engine always"):
+        VGG19(vgg_params, engine="reference", conv="winograd")
+    assert VGG19(vgg_params, engine="reference").fast is None
+    assert VGG19(vgg_params).engine == "fast" and VGG19(vgg_params).fast.conv == "winograd"

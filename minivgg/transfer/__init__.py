@@ -4,34 +4,38 @@
     content_loss, style_loss, total_loss, grad = evaluate(
         x, content, style, alpha=1e-3, beta=1.0, content_layer="conv4_2",
         style_layers=("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
-        style_layer_weights=None, pooling="avg", dtype="float64")
+        style_layer_weights=None, pooling="avg", dtype="float64", engine="fast")
 
 x, content: (1, 3, H, W), style: (1, 3, Hs, Ws), all preprocessed (BGR,
 mean-subtracted, 0..255 scale; ``minivgg.image.rgb_to_net``). The command line
 is ``python -m minivgg.transfer`` (``minivgg/transfer/cli.py``).
+
+engine: "fast" (default) or "reference": which of ``minivgg.VGG19``'s engines
+runs the network and the losses; the numbers agree to float64 rounding.
 """
 from __future__ import annotations
 
 import functools
 
+from minivgg.architecture import PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS
 from minivgg.backend import device_of
-from minivgg.transfer.objective import PAPER_STYLE_LAYERS, Evaluation, Objective
+from minivgg.transfer.objective import Evaluation, Objective
 from minivgg.vgg import VGG19
 
 __all__ = ["evaluate", "Objective", "Evaluation", "PAPER_STYLE_LAYERS", "network"]
 
 
-@functools.lru_cache(maxsize=2)
-def network(pooling="avg", dtype="float32", device="cpu", normalized=False) -> VGG19:
+@functools.lru_cache(maxsize=4)
+def network(pooling="avg", dtype="float32", device="cpu", normalized=False, engine="fast") -> VGG19:
     """The real VGG-19 (weights fetched and cached on first use), built once per setting."""
     import weights
     return VGG19(weights.load_vgg19(normalized=normalized), pooling=pooling, dtype=dtype,
-                 device=device)
+                 device=device, engine=engine)
 
 
-def evaluate(x, content, style, alpha=1e-3, beta=1.0, content_layer="conv4_2",
+def evaluate(x, content, style, alpha=1e-3, beta=1.0, content_layer=PAPER_CONTENT_LAYER,
              style_layers=PAPER_STYLE_LAYERS, style_layer_weights=None, pooling="avg",
-             dtype="float64", normalized=False, tv_weight=0.0):
+             dtype="float64", normalized=False, tv_weight=0.0, engine="fast"):
     """(content_loss, style_loss, total_loss, grad) of L_total at x, targets computed afresh.
 
     content_loss = 1/2 sum (F - P)^2 at content_layer (unweighted); style_loss =
@@ -40,7 +44,7 @@ def evaluate(x, content, style, alpha=1e-3, beta=1.0, content_layer="conv4_2",
     ``dtype`` on x's device. ``style`` may be one image or a list of images
     (their Gram matrices blended equally). Losses are Python floats.
     """
-    net = network(pooling, str(dtype), device_of(x), normalized)
+    net = network(pooling, str(dtype), device_of(x), normalized, engine)
     styles = style if isinstance(style, (list, tuple)) else [style]
     objective = Objective(net, content, styles, alpha=alpha, beta=beta,
                           content_layer=content_layer, style_layers=style_layers,

@@ -8,19 +8,17 @@ started, are in ``minivgg/transfer/run.py``.
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import sys
 
-from minivgg.transfer.objective import PAPER_STYLE_LAYERS
-from minivgg.vgg import LAYER_NAMES
+from minivgg.architecture import LAYER_NAMES, PAPER_STYLE_LAYERS
+from minivgg.transfer.common import INIT_CHOICES, PROG, UsageError, closest, report_error
+from minivgg.transfer.run import EXIT_FAILED, Signals, run
 
-PROG = "python -m minivgg.transfer"
 DEFAULT_SIZE = 256
 DEFAULT_ITERS = 200
 DEFAULT_CONTENT = "leuvenA"
 DEFAULT_STYLE = "starry_night"
-INIT_CHOICES = ("noise", "content", "style")
 
 EPILOG = f"""\
 images: a path, or the name of a sample photo from OpenCV's sample data (fetched once
@@ -57,15 +55,6 @@ out of memory, the result could not be written where asked); 2 refused before
 any work (bad option, unreadable image, too small, too large for memory, no
 GPU); 130 interrupted by SIGINT (Ctrl-C); 143 interrupted by SIGTERM.
 """
-
-
-class UsageError(Exception):
-    """A bad option or argument: reported as one line, exit code 2."""
-
-
-def report_error(message: str) -> None:
-    """The one line every refusal or failure prints on stderr."""
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,9 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     net = p.add_argument_group("network")
     net.add_argument("--pooling", choices=("avg", "max"), default="avg",
                      help="average (the paper's, default) or max pooling")
-    net.add_argument("--conv", choices=("winograd", "im2col"), default="winograd",
-                     help="how the convolutions are computed: Winograd's minimal filtering (default, "
-                          "fewer multiplications) or im2col and one matrix product; same results")
+    net.add_argument("--engine", choices=("fast", "reference"), default="fast",
+                     help="fast (default): Winograd, channels-last, fused steps, an array pool; "
+                          "reference: the plain layer-by-layer code the notebooks step through "
+                          "(slower, more memory); same results")
+    net.add_argument("--conv", choices=("winograd", "im2col"),
+                     help="the fast engine's convolutions: Winograd's minimal filtering (default, "
+                          "fewer multiplications) or tiled im2col and one matrix product per tile")
     net.add_argument("--normalized", action="store_true",
                      help="use the normalised network (mean activation 1 per filter)")
     net.add_argument("--weights", metavar="PATH",
@@ -171,12 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop cleanly after this long and save the best image")
     opt.add_argument("--quiet", action="store_true", help="print only errors and the output path")
     return p
-
-
-def closest(name, choices):
-    """' (did you mean X?)' for the nearest choice, or ''."""
-    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def check_layer(name: str) -> str:
@@ -247,6 +234,11 @@ def parse_args(argv=None):
         args.alpha, args.beta = 1.0, 0.0
     if args.mode == "texture":
         args.alpha, args.beta = 0.0, 1.0
+    if args.conv is not None and args.engine == "reference":
+        raise UsageError("--conv chooses the fast engine's convolutions; the reference engine "
+                         "always uses plain im2col (drop --conv, or use --engine fast)")
+    if args.engine == "fast" and args.conv is None:
+        args.conv = "winograd"
     if args.preserve_color and args.mode != "transfer":
         raise UsageError("--preserve-color applies to --mode transfer only")
     if args.init == "content" and args.mode == "texture":
@@ -258,7 +250,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     """Parse, check, run; returns the exit status. Bad input gives one error line, never a traceback."""
-    from minivgg.transfer.run import EXIT_FAILED, Signals, run
     signals = Signals()
     try:
         args = parse_args(argv)

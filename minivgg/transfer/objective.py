@@ -8,6 +8,11 @@ Shapes: x, content: (1, 3, H, W) network input (BGR, mean-subtracted);
 each style image (1, 3, Hs, Ws), any size; targets per layer: P (1, C, h, w),
 A (1, C, C). One evaluation is one forward pass to the deepest layer needed and
 one backward pass down to the pixels.
+
+``Objective.__call__`` is the reference evaluation, the losses in their
+textbook form (``losses``). On a network built with ``engine="fast"`` each
+evaluation goes to the fast engine's ``FastEvaluator``
+(``minivgg.fast.objective``): the same numbers, with an array pool.
 """
 from __future__ import annotations
 
@@ -15,10 +20,7 @@ from typing import NamedTuple
 
 from losses import (content_loss_backward, content_loss_forward, gram_matrix, style_loss_backward,
                     style_loss_forward, tv_loss_backward, tv_loss_forward)
-from minivgg.backend import ArrayPool
-from minivgg.vgg import layer_index
-
-PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+from minivgg.architecture import PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS, layer_index
 
 
 class Evaluation(NamedTuple):
@@ -42,11 +44,10 @@ class Objective:
     """
 
     def __init__(self, net, content=None, styles=(), *, alpha=1e-3, beta=1.0,
-                 content_layer="conv4_2", style_layers=PAPER_STYLE_LAYERS,
+                 content_layer=PAPER_CONTENT_LAYER, style_layers=PAPER_STYLE_LAYERS,
                  style_layer_weights=None, style_blend=None, tv_weight=0.0):
         styles = list(styles)
         self.net = net
-        self.pool = ArrayPool()
         self.alpha, self.beta, self.tv_weight = float(alpha), float(beta), float(tv_weight)
         self.content_layer = content_layer if content is not None else None
         self.style_layers = tuple(style_layers) if styles else ()
@@ -82,48 +83,27 @@ class Objective:
                     self.style_targets[name] = self.style_targets.get(name, 0) + gram
                 del feats
 
+        self.fast = None if net.fast is None else net.fast.evaluator(self)   # the fast engine's pool
+
     def __call__(self, x) -> Evaluation:
-        """Loss parts and dL_total/dx for x: (1, 3, H, W).
-
-        The layer outputs and the convolutions' work buffers of an evaluation
-        come from ``self.pool`` (``minivgg.backend.ArrayPool``): the next
-        evaluation reuses their memory instead of asking the kernel for fresh pages.
-        """
-        with self.pool:
-            evaluation = self._evaluate(x)
-        self.pool.trim()
-        return evaluation
-
-    def _evaluate(self, x) -> Evaluation:
+        """Loss parts and dL_total/dx for x: (1, 3, H, W)."""
+        if self.fast is not None:
+            return Evaluation(*self.fast(x))
         feats, cache = self.net.forward(x, taps=self.taps)
         grads = {}
         content = style = tv = 0.0
         if self.content_target is not None:
             content, c_cache = content_loss_forward(feats[self.content_layer], self.content_target)
-            # mask=False here and below: every tap is a ReLU's output (or a pooling of them), and
-            # the network's walk applies that ReLU's mask anyway, which zeroes the same entries as
-            # [F > 0] (losses/content.py); the losses skip their copy, the pixels' gradient is the same.
-            grads[self.content_layer] = content_loss_backward(c_cache, self.alpha, mask=False)
+            grads[self.content_layer] = content_loss_backward(c_cache, self.alpha)
         for name in self.style_layers:
             w_l = self.style_layer_weights[name]
             e_l, s_cache = style_loss_forward(feats[name], self.style_targets[name])
             style = style + w_l * e_l
-            grads[name] = _style_gradient(s_cache, self.beta * w_l, grads.get(name))
+            g = style_loss_backward(s_cache, self.beta * w_l)
+            grads[name] = g + grads[name] if name in grads else g   # conv4_2 may be both
         grad = self.net.backward(grads, cache)                     # (1, 3, H, W)
         if self.tv_weight:
             tv, tv_cache = tv_loss_forward(x)
-            grad += tv_loss_backward(tv_cache, self.tv_weight).astype(grad.dtype, copy=False)
+            grad = grad + tv_loss_backward(tv_cache, self.tv_weight).astype(grad.dtype, copy=False)
         total = self.alpha * content + self.beta * style + self.tv_weight * tv
         return Evaluation(content, style, tv, total, grad)
-
-
-def _style_gradient(cache, scale: float, other=None):
-    """beta w_l dE_l/dF_l (plus ``other``, the content gradient when the layer is also the content
-    layer), as a function the network's backward calls when its walk reaches the layer
-    (``VGG19.backward``): a gradient the size of the layer's features exists only from then on."""
-    def make():
-        g = style_loss_backward(cache, scale, mask=False)         # (1, C, h, w), a fresh array
-        if other is not None:
-            g += other
-        return g
-    return make

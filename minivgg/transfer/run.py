@@ -30,9 +30,10 @@ from minivgg.backend import gpu_status, to_device
 from minivgg.image import (ImageError, fit_long_side, load_rgb, net_to_rgb, pixel_bounds,
                            resize_rgb, rgb_to_net, save_rgb)
 from minivgg.transfer import color
-from minivgg.transfer.cli import INIT_CHOICES, PROG, UsageError, closest, report_error
+from minivgg.architecture import layer_index, min_input_size
+from minivgg.transfer.common import INIT_CHOICES, PROG, UsageError, closest, report_error
 from minivgg.transfer.objective import Objective
-from minivgg.vgg import VGG19, layer_index, min_input_size
+from minivgg.vgg import VGG19
 
 EXIT_FAILED = 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -115,6 +116,11 @@ def check_weights_path(args):
 def roles(args) -> tuple[bool, bool]:
     """(has_content, has_style): --mode transfer uses both, content only the first, texture the second."""
     return args.mode != "texture", args.mode != "content"
+
+
+def engine_label(args) -> str:
+    """'fast engine (winograd)' or 'reference engine', for the run's summary line."""
+    return f"fast engine ({args.conv})" if args.engine == "fast" else "reference engine"
 
 
 def default_labels(args) -> tuple[str, str]:
@@ -234,7 +240,7 @@ def check_memory(args, hw, style_hw):
         style_layers=tuple(args.style_layers) if has_style else (), pooling=args.pooling,
         style_size=style_hw if has_style else None,
         optimizer="lbfgs" if args.optimizer == "lbfgs" else None, maxcor=args.maxcor,
-        device=args.device, conv=args.conv)
+        device=args.device, conv=args.conv or "winograd", engine=args.engine)
     memory.check_fits(needed, device=args.device, what=f"a {hw[1]}x{hw[0]} run")
     return needed
 
@@ -325,7 +331,8 @@ def network_inputs(args, p: Plan):
     else:
         net_content, net_styles = content_rgb, style_rgbs
     dtype, device = args.dtype, args.device
-    net = VGG19(p.params, pooling=args.pooling, dtype=dtype, device=device, conv=args.conv)
+    net = VGG19(p.params, pooling=args.pooling, dtype=dtype, device=device, engine=args.engine,
+                conv=args.conv)
     content_x = None if net_content is None else to_device(rgb_to_net(net_content, dtype), device)
     style_xs = [to_device(rgb_to_net(s, dtype), device) for s in net_styles]
     x0 = initial_image(args, content_x, style_xs[0] if style_xs else None, p.init_rgb, p.hw, dtype)
@@ -348,7 +355,7 @@ def run(args, signals=None) -> int:
               f"{args.content if has_content else '-'}, style {' '.join(args.style) if has_style else '-'}; "
               f"content layer {args.content_layer if has_content else '-'}, style layers "
               f"{','.join(args.style_layers) if has_style else '-'}; alpha {args.alpha:g}, "
-              f"beta {args.beta:g}; {args.pooling} pooling, {args.conv} convolutions; {args.optimizer}, "
+              f"beta {args.beta:g}; {args.pooling} pooling, {engine_label(args)}; {args.optimizer}, "
               f"{args.iters} iterations; "
               f"{args.device} {args.dtype}; init {args.init}; estimated peak memory "
               f"{p.estimate / 2**20:.0f} MiB")

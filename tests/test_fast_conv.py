@@ -1,4 +1,5 @@
-"""The tiled convolution: tile boundaries, both input-gradient routes, the fused ReLU, bounded memory."""
+"""The fast engine's tiled convolution against the loops and the reference: tile boundaries, both
+input-gradient routes, the fused ReLU, channels-last memory, bounded memory, its size model."""
 from __future__ import annotations
 
 import tracemalloc
@@ -6,11 +7,14 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from gradcheck import to_np
-from minivgg import conv
-from minivgg.conv import (_dx_col2im, _dx_transposed_conv, _uses_transposed_conv, conv2d_backward,
-                          conv2d_forward, rows_per_tile, tile_bytes)
+from gradcheck import channels_last_copy, to_np
+from minivgg import conv as reference
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
+from minivgg.fast import conv
+from minivgg.fast.arrays import ArrayPool
+from minivgg.fast.conv import (_dx_col2im, _dx_transposed_conv, conv2d_backward, conv2d_forward, rows_per_tile,
+                               tile_bytes, uses_transposed_conv, workspace_bytes)
+from minivgg.fast.layout import channels_last
 
 # (N, C, H, W, O, KH, KW, stride, pad): odd sizes, batch > 1, stride 2, padding
 # wider than the kernel (whole tiles of padding), 1x1 kernels, O > 2C (col2im route).
@@ -62,7 +66,7 @@ def test_both_input_gradient_routes_match_naive(xp, case):
     n, c, h, w, o, kh, kw, s, p = case
     rng = np.random.default_rng(11)
     x, wt, _ = _data(xp, rng, n, c, h, w, o, kh, kw)
-    oh, ow = conv.output_size(h, w, kh, kw, s, p)
+    oh, ow = reference.output_size(h, w, kh, kw, s, p)
     dout = xp.asarray(rng.standard_normal((n, o, oh, ow)))
     dx_ref, _, _ = conv2d_backward_naive(dout, x, wt, stride=s, pad=p)
     for tile in TILES + [None]:
@@ -72,11 +76,11 @@ def test_both_input_gradient_routes_match_naive(xp, case):
 
 
 def test_route_choice():
-    assert _uses_transposed_conv(64, 64, 3, 3, 1, 1)               # VGG's conv1_2 .. conv5_4
-    assert _uses_transposed_conv(64, 128, 3, 3, 1, 1)              # conv2_1: O = 2C
-    assert not _uses_transposed_conv(3, 64, 3, 3, 1, 1)            # conv1_1: col2im is cheaper
-    assert not _uses_transposed_conv(4, 4, 3, 3, 2, 1)             # stride 2
-    assert not _uses_transposed_conv(4, 4, 2, 3, 1, 2)             # p > KH - 1
+    assert uses_transposed_conv(64, 64, 3, 3, 1, 1)               # VGG's conv1_2 .. conv5_4
+    assert uses_transposed_conv(64, 128, 3, 3, 1, 1)              # conv2_1: O = 2C
+    assert not uses_transposed_conv(3, 64, 3, 3, 1, 1)            # conv1_1: col2im is cheaper
+    assert not uses_transposed_conv(4, 4, 3, 3, 2, 1)             # stride 2
+    assert not uses_transposed_conv(4, 4, 2, 3, 1, 2)             # p > KH - 1
 
 
 def test_default_tiles_are_tiled_when_the_bound_is_small(xp, monkeypatch):
@@ -168,3 +172,55 @@ def test_extra_memory_is_one_tile_not_the_unrolled_matrix():
     assert forward_peak < out.nbytes + tile + padded_rows
     assert backward_peak - base < dx.nbytes + tile + wt.nbytes + padded_rows
     assert to_np(out).shape == (1, 64, 96, 128)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_the_reference_twin(xp, case):
+    """minivgg.conv (whole im2col, one product) and the tiled route: the same function, every case."""
+    n, c, h, w, o, kh, kw, s, p = case
+    rng = np.random.default_rng(17)
+    x, wt, b = _data(xp, rng, n, c, h, w, o, kh, kw)
+    want, want_cache = reference.conv2d_forward(x, wt, b, stride=s, pad=p)
+    got, cache = conv2d_forward(x, wt, b, stride=s, pad=p, max_tile_bytes=600)
+    assert _err(got, want) < 1e-12
+    dout = xp.asarray(rng.standard_normal(want.shape))
+    for a, b_ in zip(conv2d_backward(dout, cache, weight_grads=True, max_tile_bytes=600),
+                     reference.conv2d_backward(dout, want_cache, weight_grads=True)):
+        assert _err(a, b_) < 1e-12
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_channels_last_in_and_out(xp, case):
+    """Channels-last x or dout, and a channels-last output on request: the same numbers, both dx routes."""
+    n, c, h, w, o, kh, kw, s, p = case
+    rng = np.random.default_rng(6)
+    x, wt, b = _data(xp, rng, n, c, h, w, o, kh, kw)
+    ref, ref_cache = conv2d_forward(x, wt, b, stride=s, pad=p)
+    dout = xp.asarray(rng.standard_normal(ref.shape))
+    dx_ref = conv2d_backward(dout, ref_cache)[0]
+    for x_in, want_last in ((x, True), (channels_last_copy(x), None), (channels_last_copy(x), False)):
+        out, cache = conv2d_forward(x_in, wt, b, stride=s, pad=p, channels_last=want_last)
+        assert _err(out, ref) < 1e-12
+        assert channels_last(out) == (want_last is not False)
+        assert out.flags.c_contiguous == (want_last is False)
+        dx, dw, db = conv2d_backward(channels_last_copy(dout), cache, weight_grads=True)
+        assert _err(dx, dx_ref) < 1e-12
+    assert _err(dw, conv2d_backward(dout, ref_cache, weight_grads=True)[1]) < 1e-12
+
+
+@pytest.mark.parametrize("cin,cout", [(3, 64), (64, 64), (64, 128), (256, 512)])
+def test_workspace_bytes_is_what_the_kernel_takes_from_a_pool(cin, cout):
+    """The memory model's number (``workspace_bytes``) against the pool's work buffer after a real call."""
+    rng = np.random.default_rng(18)
+    h, w = 40, 56
+    x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
+    wt = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32)
+    for backward in (False, True):
+        pool = ArrayPool()
+        out, cache = conv2d_forward(x, wt, np.zeros(cout, np.float32), pool=None if backward else pool)
+        if backward:
+            conv2d_backward(out, cache, pool=pool)
+        flipped = cin * cout * 9 * 4 if backward and uses_transposed_conv(cin, cout, 3, 3, 1, 1) else 0
+        pooled = pool.nbytes - (0 if backward else out.nbytes)        # the work buffer alone
+        want = workspace_bytes(cin, cout, h, w, 4, backward=backward) - flipped
+        assert want <= pooled <= want + 2 * 64 + 64, (backward, pooled, want)  # alignment slack only

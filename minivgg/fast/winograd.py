@@ -38,7 +38,7 @@ Against im2col (9 multiply-adds per weight and output pixel), F(2x2,3x3)
 does 4 and F(4x4,3x3) 2.25, plus the transforms' O(C + O) per pixel.
 
 Backward. dx is the transposed convolution, conv(dout, w_t, padding 1) with
-w_t[c, o] = w[o, c] flipped (``minivgg.conv``). Its transformed weights need
+w_t[c, o] = w[o, c] flipped (``minivgg.fast.conv``). Its transformed weights need
 no second copy: when the evaluation points are closed under p -> 1/p (with
 infinity <-> 0), flipping a kernel permutes and rescales the rows of G g,
 G J = F G with F a scaled permutation (``flip_map``), so
@@ -57,7 +57,7 @@ measured 3% slower than a copy plus one in-place multiply.)
 The matrices are built exactly, in rational arithmetic (``toom_cook``), and
 checked against the definition before use. Rounding: float32 results differ
 from direct convolution by about 1e-7 (F(2x2)) and 1e-5 (F(4x4)) of the
-output's scale; ``tests/test_winograd.py`` measures both.
+output's scale; ``tests/test_fast_winograd.py`` measures both.
 """
 from __future__ import annotations
 
@@ -65,13 +65,15 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import NamedTuple
 
-from minivgg.backend import channels_last as backend_channels_last
-from minivgg.backend import device_of, empty, get_array_module, padded_rows, prefix_view, work
+from minivgg.backend import device_of, get_array_module
+from minivgg.fast.arrays import empty, work
+from minivgg.fast.layout import channels_last as layout_channels_last
+from minivgg.fast.layout import padded_rows, prefix_view
 
 #: Finite evaluation points per output tile side m (infinity is always the last point).
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, Fraction(1, 2))}
 
-#: Bytes of one band's temporaries together, per device: (floor, cap), as ``minivgg.conv.TILE_BYTES``.
+#: Bytes of one band's temporaries together, per device: (floor, cap), as ``minivgg.fast.conv.TILE_BYTES``.
 #: On the GPU each band costs a dozen kernel launches, so bands are large: with (64, 256) MiB
 #: an evaluation at 1024 x 1024 took 0.089 s on an H200, with (192, 768) MiB 0.048 s.
 BAND_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
@@ -79,7 +81,7 @@ BAND_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
 
 def tile_size(out_channels: int, in_channels: int) -> int | None:
     """The default m for a layer: 4, or None under 16 input channels (VGG's conv1_1, 3 -> 64:
-    its im2col matrix has 27 rows, cheaper than any transform). ``minivgg.vgg.winograd_tile``
+    its im2col matrix has 27 rows, cheaper than any transform). ``minivgg.fast.network.winograd_tile``
     chooses per VGG layer."""
     if in_channels < 16:
         return None
@@ -203,11 +205,11 @@ def prepare(w, m: int | None = None) -> WinogradWeights:
 
 
 def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
-            max_band_bytes: int | None = None, channels_last: bool | None = None):
+            max_band_bytes: int | None = None, channels_last: bool | None = None, pool=None):
     """out = conv(x, w, stride 1, padding 1) (+ b, then ReLU) through Winograd, band by band.
 
     x: (N, C, H, W) -> out: (N, O, H, W), packed in memory as x is (C order or
-    channels-last, ``minivgg.backend.channels_last``) unless ``channels_last``
+    channels-last, ``minivgg.fast.layout``) unless ``channels_last``
     says which. ``backward``: the transposed convolution instead, x = dout
     (N, O, H, W) -> dx (N, C, H, W), with the same U.
 
@@ -219,7 +221,7 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     M = U @ V (a*a, O, P), and the copies move single floats m apart. On the
     CPU channels-last wins (VGG-19 at 256 x 256, all Winograd layers: forward
     117 -> 92 ms, backward 105 -> 86 ms), and ``VGG19`` runs so there; on the
-    GPU it runs in C order (``minivgg.vgg``).
+    GPU it runs in C order (``minivgg.fast.network``).
 
     A band is R tile rows (m*R output rows); its temporaries (the padded band,
     the gathered tiles D, V, M; Y reuses D's memory) stay within
@@ -228,6 +230,10 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     this one (spreading the copies or the bands over more threads was measured
     slower here: the BLAS's threads keep the other core busy between calls, and
     concurrent one-thread GEMMs did not add up to the two-thread ones).
+
+    ``pool`` (``minivgg.fast.arrays.ArrayPool`` or None): the band temporaries
+    come from its work buffer, and the forward's output (an activation) from
+    the pool itself; the backward's dx lives one layer, so it is plain memory.
     """
     xp = get_array_module(x, weights.u)
     n, c, h, wd = x.shape
@@ -241,21 +247,14 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     c_u, o = u_t.shape[1], u_t.shape[2]
     if c != c_u:
         raise ValueError(f"input has {c} channels but the weights expect {c_u}")
-    layout = backend_channels_last(x) if channels_last is None else channels_last
+    layout = layout_channels_last(x) if channels_last is None else channels_last
     device = device_of(x)
     th, tw = -(-h // m), -(-wd // m)
     wp = m * tw + 2                                                          # padded band width
     rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes)
-    cropped = h % m != 0 or wd % m != 0                                      # the image cuts the last bands
-    xb_flat, d_flat, v_flat, mm_flat, crop_flat = work(xp, (
-        c * (m * rows + 2) * wp,                                             # the padded band
-        max(a * a * c, m * m * o) * rows * tw,                               # D, then Y
-        a * a * c * rows * tw,                                               # V
-        a * a * o * rows * tw,                                               # M
-        o * m * rows * m * tw if cropped else 0), x.dtype)                   # Y's tiles, uncropped
-    # The forward's output is an activation, kept until the backward: its memory may come from a
-    # pool (minivgg.backend.ArrayPool). The backward's dx lives one layer: plain memory.
-    out = empty(xp, (n, o, h, wd), x.dtype, channels_last=layout, pooled=not backward)
+    xb_flat, d_flat, v_flat, mm_flat, crop_flat = work(pool, xp, band_work_sizes(c, o, h, wd, m, rows),
+                                                       x.dtype)
+    out = empty(None if backward else pool, xp, (n, o, h, wd), x.dtype, channels_last=layout)
     for img in range(n):
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
@@ -310,19 +309,25 @@ def band_rows(c: int, o: int, h: int, w: int, m: int, itemsize: int, u_bytes: in
     return max(1, min(th, limit // per_row))
 
 
-def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu") -> int:
-    """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W (memory model).
-
-    The padded band, D (or Y, m*m*O*P), V (a*a*C*P), M (a*a*O*P) and, when the
-    image does not divide into tiles, one uncropped band (O * m*R * m*TW).
-    """
+def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int) -> tuple:
+    """Elements of ``conv3x3``'s five work arrays for a band of R = ``rows`` tile rows, C -> O channels:
+    the padded band, D (or Y, which reuses it), V, M, and, when the image does not divide into
+    tiles, one uncropped band of Y (else 0)."""
     a, tw = m + 2, -(-w // m)
+    cropped = h % m != 0 or w % m != 0                                       # the image cuts the last bands
+    return (c * (m * rows + 2) * (m * tw + 2),                               # the padded band
+            max(a * a * c, m * m * o) * rows * tw,                           # D, then Y
+            a * a * c * rows * tw,                                           # V
+            a * a * o * rows * tw,                                           # M
+            o * m * rows * m * tw if cropped else 0)                         # Y's tiles, uncropped
+
+
+def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu") -> int:
+    """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W (memory model):
+    its work arrays (``band_work_sizes``) at the band height ``band_rows`` picks."""
+    a = m + 2
     rows = band_rows(c, o, h, w, m, itemsize, a * a * o * c * itemsize, device)
-    elements = (c * (m * rows + 2) * (m * tw + 2)
-                + (max(a * a * c, m * m * o) + a * a * (c + o)) * rows * tw)
-    if h % m or w % m:
-        elements += o * m * rows * m * tw
-    return elements * itemsize
+    return sum(band_work_sizes(c, o, h, w, m, rows)) * itemsize
 
 
 def _scatter(xp, y5, tiles, relu: bool, device: str):

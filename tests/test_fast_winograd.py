@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from gradcheck import channels_last_copy, rel_error, to_np
-from minivgg.backend import channels_last
-from minivgg.conv import conv2d_backward, conv2d_forward
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
+from minivgg.fast.conv import conv2d_backward, conv2d_forward
+from minivgg.fast.layout import channels_last
+from minivgg.fast.winograd import conv3x3, flip_map, plans, prepare, tile_size, toom_cook
 from minivgg.vgg import CONV_SHAPES, VGG19
-from minivgg.winograd import conv3x3, flip_map, plans, prepare, tile_size, toom_cook
 
 # (N, C, O, H, W): batch > 1, sizes that are and are not multiples of the tile, images smaller
 # than one tile, a single pixel.
@@ -138,7 +138,8 @@ def test_the_bias_column(m):
 
 
 def test_tile_size_rules():
-    from minivgg.vgg import CONV_NAMES, winograd_tile
+    from minivgg.architecture import CONV_NAMES
+    from minivgg.fast.network import winograd_tile
     assert tile_size(64, 3) is None and tile_size(64, 64) == 4 and tile_size(512, 512) == 4
     assert [winograd_tile(name) for name in CONV_NAMES] == [None] + [4] * 11 + [2] * 4
     with pytest.raises(ValueError, match="unknown"):
@@ -149,8 +150,9 @@ def test_tile_size_rules():
     assert sorted(forward.input_transform) == sorted(backward.input_transform)  # ... as a row permutation
 
 
-def test_vgg_winograd_and_im2col_agree(xp):
-    """The whole network, forward to conv5_1 and back, both ways, float64, synthetic weights."""
+def test_vgg_winograd_im2col_and_reference_agree(xp):
+    """The whole network, forward to conv5_1 and back: the fast engine's two routes and the reference
+    engine, float64, synthetic weights."""
     rng = np.random.default_rng(6)
     params = {name: (rng.standard_normal(shape) * np.sqrt(2 / (9 * shape[1])), rng.standard_normal(shape[0]) * 0.1)
               for name, shape in CONV_SHAPES.items()}
@@ -166,8 +168,12 @@ def test_vgg_winograd_and_im2col_agree(xp):
         assert fb[tap].flags.c_contiguous, tap                                    # im2col: C order
     grads = {tap: xp.asarray(rng.standard_normal(fa[tap].shape)) for tap in taps}
     assert rel_error(nets[0].backward(grads, ca), nets[1].backward(grads, cb)) < 1e-12
-    assert nets[0].winograd_weights("conv1_1") is None and nets[0].winograd_weights("conv4_2").m == 4
-    assert nets[0].winograd_weights("conv5_1").m == 2
-    assert nets[1].winograd_weights("conv3_1") is None
+    reference = VGG19(params, dtype="float64", device=device, engine="reference")
+    fr, cr = reference.forward(x, taps)
+    assert all(rel_error(fr[tap], fa[tap]) < 1e-12 for tap in taps)
+    assert rel_error(reference.backward(grads, cr), nets[0].backward(grads, ca)) < 1e-12
+    assert nets[0].fast.winograd_weights("conv1_1") is None and nets[0].fast.winograd_weights("conv4_2").m == 4
+    assert nets[0].fast.winograd_weights("conv5_1").m == 2
+    assert nets[1].fast.winograd_weights("conv3_1") is None
     with pytest.raises(ValueError, match="conv must be"):
         VGG19(params, conv="fft")

@@ -1,0 +1,372 @@
+"""The fast engine's convolution: tiled im2col with fused bias and ReLU, and two tiled backward routes.
+
+The same function as ``minivgg.conv`` (the reference: unroll the whole input,
+one matrix product), transformed for memory and speed; ``tests/test_fast_conv.py``
+holds every route to the reference and to the loops of ``minivgg.conv_naive``.
+
+Shape legend
+    N  batch            C  input channels       H, W   input height, width
+    O  output channels  KH, KW kernel size      s  stride    p  zero padding
+    OH = (H + 2p - KH) // s + 1                 OW = (W + 2p - KW) // s + 1
+    K  = C * KH * KW    (length of one unrolled receptive field)
+    L  = N * OH * OW    (number of output positions)
+    R  rows of output in one tile, RI = s * (R - 1) + KH padded input rows it reads,
+    WP = W + 2p padded width
+
+    x: (N, C, H, W)   w: (O, C, KH, KW) (OIHW)   b: (O,)   out: (N, O, OH, OW)
+
+    out[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] * xpad[n, c, s*i + u, s*j + v]
+
+The reference unrolls the receptive fields into a matrix ``cols`` (im2col)
+and computes ``out = w.reshape(O, K) @ cols``. Unrolled whole, ``cols`` is
+KH*KW = 9 times the input: 604 MB for VGG's conv1_2 on a 512x512 image. So
+this route unrolls **a block of R output rows at a time** (a tile), sized so the
+tile never exceeds ``TILE_BYTES``' cap, and multiplies each tile straight into
+its rows of the preallocated output (``xp.matmul(..., out=...)``). A tile of
+output rows i0..i1 reads only padded input rows s*i0 .. s*(i1-1)+KH, which are
+copied (with their zero padding) into a small buffer first, so the padded
+image is never materialised either. Each output value is the same sum as
+untiled, computed block by block (BLAS may round the last bits differently).
+
+Backward (input gradient), two exact routes, both tiled the same way:
+
+* **Transposed convolution** (stride 1, p <= KH-1 and p <= KW-1): substituting
+  u' = KH-1-u, v' = KW-1-v in dx[n,c,y,z] = sum_{o,u,v} w[o,c,u,v] dout[n,o,y+p-u,z+p-v]
+  gives dx = conv(dout, w_t, padding (KH-1-p, KW-1-p)) with
+  w_t[c, o, u', v'] = w[o, c, KH-1-u', KW-1-v'] (swap in/out channels, flip
+  the kernel), and output size OH + 2(KH-1-p) - KH + 1 = H. So dx is one more
+  forward convolution, reusing the tiled forward: slice *copies*, and every
+  GEMM writes its rows of dx directly. Its unrolled matrix has O*KH*KW rows.
+* **Tiled col2im** (any stride and padding): per tile of output rows,
+  dcols = w.reshape(O, K).T @ dout_tile, folded onto a padded buffer of the
+  input rows the tile touched by KH*KW slice additions (each offset's slices
+  are disjoint: no fancy-index scatter), then added into dx. Neighbouring
+  tiles overlap by KH - s input rows; ``+=`` into dx sums them. Its unrolled
+  matrix has C*KH*KW rows.
+
+Slice additions cost about twice slice copies, so the transposed route is
+taken when it applies and its unrolled matrix is at most twice as tall
+(O <= 2C): all of VGG's convs but conv1_1 (3 -> 64 channels), whose 27-row
+col2im is far cheaper than a 576-row transposed unroll. Derivations:
+``notebooks/01_layers.ipynb``.
+
+Fused: with ``relu=True`` the bias and the ReLU are applied to each tile
+while it is still in cache (VGG follows every conv by one), instead of two
+more passes over the output. Memory order: the output is written
+channels-last on request (a transposed ``out`` is the same BLAS call).
+``pool``: the output and the tiles come from an ``ArrayPool``
+(``minivgg.fast.arrays``).
+
+``winograd=`` hands a 3x3, stride-1, pad-1 convolution (forward and backward)
+to ``minivgg.fast.winograd``, which computes the same function with 2.25-4 times
+fewer multiplications; the fast network does so for all its convs but conv1_1.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from minivgg.backend import device_of, get_array_module
+from minivgg.conv import output_size
+from minivgg.fast.arrays import empty, work
+from minivgg.fast.layout import channels_last as layout_channels_last
+from minivgg.fast.layout import dense, flat_spatial, padded_rows, prefix_view
+from minivgg.fast.winograd import conv3x3 as winograd_conv3x3
+
+#: Tile sizes in bytes, per device: (floor, cap). A tile of the unrolled
+#: matrix (or of dcols in backward) is sized to twice the layer's weight matrix,
+#: clamped to [floor, cap]; the cap is the hard bound on the extra memory a
+#: convolution uses. Why twice the weights: each tile's GEMM streams the whole
+#: weight matrix once, so a tile smaller than the weights spends its time
+#: re-reading them (measured, one core: conv4_2, 9.4 MB of weights, 25% slower
+#: with 2 MB tiles than with 16 MB). Why a floor this small: a tile still in
+#: cache when the GEMM reads it is faster (one core: conv1_2, 0.15 MB of
+#: weights, 20% faster with 4 MB tiles than with 24 MB); why not smaller: each
+#: tile is one multi-threaded BLAS call, and a call waits for all its threads,
+#: so on a shared machine, where a thread is often preempted, many small calls
+#: cost far more than their FLOPs (8 MB: half the calls of 4 MB, and 2% more
+#: CPU time, one core, for the whole VGG objective at 512x512). On the CPU the
+#: cap (24 MiB) stays under glibc's largest ``mmap`` threshold (32 MiB), so
+#: tile buffers are recycled heap memory rather than fresh pages. On the GPU
+#: memory is plentiful and each tile costs about twenty kernel launches, so
+#: tiles are large. Whole rows are the unit: a tile holds at least one output
+#: row of every image, whatever the bound says.
+TILE_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (64 * 2**20, 256 * 2**20)}
+
+
+class Conv2dCache(NamedTuple):
+    """What ``conv2d_backward`` needs.
+
+    Keeps the input ``x`` (a reference, usually the previous layer's output, so
+    it costs no memory) and ``w``; the unrolled ``cols`` (KH*KW times larger
+    than x) is *not* kept: it is rebuilt tile by tile only when weight
+    gradients are asked for, which style transfer never does.
+    """
+
+    x: object  # (N, C, H, W)
+    w: object  # (O, C, KH, KW)
+    stride: int
+    pad: int
+    winograd: object = None  # the layer's ``WinogradWeights`` when forward went that way
+
+
+def tile_bytes(weight_bytes: int, device: str = "cpu", max_tile_bytes: int | None = None) -> int:
+    """Bytes allowed for one tile: clamp(2 * weight_bytes, floor, cap) from ``TILE_BYTES[device]``.
+
+    ``max_tile_bytes`` replaces the cap (and lowers the floor to it if smaller):
+    tests pass tiny values to force many tiles.
+    """
+    floor, cap = TILE_BYTES[device]
+    if max_tile_bytes is not None:
+        cap = max_tile_bytes
+        floor = min(floor, cap)
+    return min(cap, max(floor, 2 * weight_bytes))
+
+
+def rows_per_tile(n: int, k: int, ow: int, itemsize: int, limit_bytes: int) -> int:
+    """R: how many output rows of all N images fit one (N, K, R*OW) tile of ``limit_bytes``; at least 1."""
+    return max(1, limit_bytes // (n * k * ow * itemsize))
+
+
+def tile_rows(n: int, k: int, oh: int, ow: int, itemsize: int, weight_bytes: int, device: str,
+              max_tile_bytes: int | None = None) -> int:
+    """R for a layer: output rows per tile of the (N, K, R*OW) unrolled matrix, within ``tile_bytes``; 1..OH."""
+    limit = tile_bytes(weight_bytes, device, max_tile_bytes)
+    return min(rows_per_tile(n, k, ow, itemsize, limit), oh)
+
+
+def tile_work_sizes(n: int, c: int, kh: int, kw: int, stride: int, rows: int, ow: int, wp: int) -> tuple:
+    """Elements of a tile's two work arrays: the unrolled matrix (N, C*KH*KW, R*OW) and the padded
+    input rows it reads (N, C, s*(R-1)+KH, WP). (In col2im's backward, dcols and the padded dx rows.)"""
+    return n * c * kh * kw * rows * ow, n * c * (stride * (rows - 1) + kh) * wp
+
+
+def workspace_bytes(cin: int, cout: int, h: int, w: int, itemsize: int, device: str = "cpu",
+                    backward: bool = False) -> int:
+    """Bytes a 3x3, stride-1, pad-1 conv (C_in -> C_out, an h x w map, batch 1) allocates besides its
+    output: one tile's work arrays, and in the backward on the transposed route the flipped weights."""
+    weight_bytes = cin * cout * 9 * itemsize
+    c, extra = cin, 0
+    if backward and uses_transposed_conv(cin, cout, 3, 3, 1, 1):   # a forward conv of dout: C_out channels in
+        c, extra = cout, weight_bytes
+    rows = tile_rows(1, c * 9, h, w, itemsize, weight_bytes, device)
+    return sum(tile_work_sizes(1, c, 3, 3, 1, rows, w, w + 2)) * itemsize + extra
+
+
+def _tiles(oh: int, rows: int):
+    """(i0, i1) for consecutive blocks of at most ``rows`` output rows covering 0..OH."""
+    return [(i0, min(i0 + rows, oh)) for i0 in range(0, oh, rows)]
+
+
+def _offset_windows(a, kh: int, kw: int, stride: int, rows: int, ow: int):
+    """(u, v, view) for each kernel offset: a[..., s*i + u, s*j + v] over i < rows, j < OW.
+
+    a: (N, C, RI, WP) padded rows -> each view (N, C, rows, OW).
+    """
+    for u in range(kh):
+        for v in range(kw):
+            yield u, v, a[:, :, u:u + stride * (rows - 1) + 1:stride, v:v + stride * (ow - 1) + 1:stride]
+
+
+def _unroll(xt, kh: int, kw: int, stride: int, rows: int, ow: int, cols):
+    """im2col of one tile: cols[n, c, u, v, i, j] = xt[n, c, s*i + u, s*j + v].
+
+    xt: (N, C, RI, WP) padded input rows; cols: (N, C, KH, KW, rows, OW), filled and returned.
+    """
+    for u, v, window in _offset_windows(xt, kh, kw, stride, rows, ow):
+        cols[:, :, u, v] = window                                   # (N, C, rows, OW)
+    return cols
+
+
+def _unrolled_tiles(x, kh: int, kw: int, stride: int, ph: int, pw: int, rows: int, pool=None):
+    """(i0, i1, cols) for each block of output rows i0..i1: cols (N, K, R*OW) is the block's im2col.
+
+    x: (N, C, H, W); ph, pw: zero padding of rows and columns. The padded input
+    rows and the unrolled matrix live in two buffers sized for ``rows`` output
+    rows and reused from block to block (a block's cols is overwritten by the next).
+    """
+    xp = get_array_module(x)
+    n, c, h, wd = x.shape
+    oh = (h + 2 * ph - kh) // stride + 1
+    ow = (wd + 2 * pw - kw) // stride + 1
+    k = c * kh * kw
+    cols_flat, xt_flat = work(pool, xp, tile_work_sizes(n, c, kh, kw, stride, rows, ow, wd + 2 * pw),
+                              x.dtype)                              # one tile of each, reused
+    for i0, i1 in _tiles(oh, rows):
+        r = i1 - i0
+        ri = stride * (r - 1) + kh
+        xt = padded_rows(x, stride * i0 - ph, stride * i0 - ph + ri, pw,
+                         prefix_view(xt_flat, (n, c, ri, wd + 2 * pw)))  # (N, C, RI, WP)
+        cols = _unroll(xt, kh, kw, stride, r, ow, prefix_view(cols_flat, (n, c, kh, kw, r, ow)))
+        yield i0, i1, cols.reshape(n, k, r * ow)
+
+
+def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=None,
+                relu: bool = False, max_tile_bytes: int | None = None, pool=None):
+    """out[n] = w2 @ im2col(x[n]) (+ b, then max(., 0) if relu), R output rows at a time.
+
+    x: (N, C, H, W); w2: (O, K) with K = C*KH*KW ordered (c, u, v); ph, pw:
+    zero padding of rows and columns (>= 0); out: (N, O, OH*OW), written in
+    place (every element) and returned, in either memory order (a transposed
+    ``out`` is the same BLAS call); b: (O,) or None.
+    """
+    xp = get_array_module(x, w2)
+    n, _, h, wd = x.shape
+    o, k = w2.shape
+    oh = (h + 2 * ph - kh) // stride + 1
+    ow = (wd + 2 * pw - kw) // stride + 1
+    rows = tile_rows(n, k, oh, ow, x.dtype.itemsize, w2.nbytes, device_of(x), max_tile_bytes)
+    bias = None if b is None else b.reshape(o, 1)                   # (O, 1)
+    for i0, i1, cols in _unrolled_tiles(x, kh, kw, stride, ph, pw, rows, pool):
+        out_tile = out[:, :, i0 * ow:i1 * ow]                       # (N, O, R*OW) view
+        xp.matmul(w2, cols, out=out_tile)                           # (O, K) @ (N, K, R*OW)
+        if bias is not None:
+            out_tile += bias
+        if relu:
+            xp.maximum(out_tile, 0, out=out_tile)
+    return out
+
+
+def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False,
+                   max_tile_bytes: int | None = None, winograd=None, channels_last: bool | None = None,
+                   pool=None):
+    """out = w * x + b (cross-correlation); with ``relu``, out = max(w * x + b, 0) fused.
+
+    x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) -> out: (N, O, OH, OW) packed (see
+    ``channels_last``), cache.
+    OH = (H + 2*pad - KH) // stride + 1, OW likewise. Peak extra memory: one
+    tile of at most ``max_tile_bytes`` (default: ``TILE_BYTES``' cap) plus its
+    padded input rows. ``relu`` applies the ReLU to each tile while it is
+    still in cache (VGG follows every conv by one); the cache is the same
+    either way, the ReLU's own cache is then the returned ``out``.
+    ``winograd``: w transformed by ``minivgg.fast.winograd.prepare`` (3x3, stride 1,
+    pad 1 only); forward and backward then go through Winograd's algorithm
+    instead of im2col (same function, far fewer multiplications).
+    ``channels_last``: lay out the output's memory as (N, OH, OW, O) (True) or
+    in C order (False); by default as x's (``minivgg.fast.layout.channels_last``).
+    ``pool``: an ``ArrayPool`` for the output and the tiles, or None.
+    """
+    xp = get_array_module(x, w, b)
+    n, c, h, wd = x.shape
+    o, c_w, kh, kw = w.shape
+    if c != c_w:
+        raise ValueError(f"input has {c} channels but the weights expect {c_w}")
+    if winograd is not None:
+        if (kh, kw, stride, pad) != (3, 3, 1, 1) or winograd.shape != (o, c):
+            raise ValueError(f"Winograd weights of {winograd.shape} fit 3x3 stride-1 pad-1 convs of "
+                             f"those channels, not {kh}x{kw}, stride {stride}, pad {pad}, {o}x{c}")
+        out = winograd_conv3x3(x, winograd, b, relu=relu, max_band_bytes=max_tile_bytes,
+                               channels_last=channels_last, pool=pool)
+        return out, Conv2dCache(x, w, stride, pad, winograd)
+    oh, ow = output_size(h, wd, kh, kw, stride, pad)
+    layout = layout_channels_last(x) if channels_last is None else channels_last
+    out = empty(pool, xp, (n, o, oh, ow), x.dtype, channels_last=layout)  # (N, O, OH, OW)
+    w2 = w.reshape(o, c * kh * kw)                                  # (O, K)
+    _conv_tiled(x, w2, kh, kw, stride, pad, pad, flat_spatial(out), b=b, relu=relu,
+                max_tile_bytes=max_tile_bytes, pool=pool)
+    return out, Conv2dCache(x, w, stride, pad)
+
+
+def uses_transposed_conv(c: int, o: int, kh: int, kw: int, stride: int, pad: int) -> bool:
+    """Whether dx goes through the transposed convolution (see the module docstring) rather than col2im."""
+    return stride == 1 and pad <= kh - 1 and pad <= kw - 1 and o <= 2 * c
+
+
+def _dx_transposed_conv(dout, w, pad: int, max_tile_bytes: int | None = None, pool=None):
+    """dx = conv(dout, w_t, padding (KH-1-p, KW-1-p)), w_t[c,o,u,v] = w[o,c,KH-1-u,KW-1-v]; stride 1 only.
+
+    dout: (N, O, OH, OW) contiguous, w: (O, C, KH, KW) -> dx: (N, C, H, W) with
+    H = OH + KH - 1 - 2p. Requires p <= KH-1 and p <= KW-1 (non-negative padding).
+    """
+    xp = get_array_module(dout, w)
+    n, o, oh, ow = dout.shape
+    _, c, kh, kw = w.shape
+    assert pad <= kh - 1 and pad <= kw - 1
+    h, wd = oh + kh - 1 - 2 * pad, ow + kw - 1 - 2 * pad
+    w_t = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]                 # (C, O, KH, KW), flipped
+    w_t2 = xp.ascontiguousarray(w_t).reshape(c, o * kh * kw)        # (C, O*KH*KW)
+    dx = xp.empty((n, c, h, wd), dtype=dout.dtype)                  # (N, C, H, W)
+    _conv_tiled(dout, w_t2, kh, kw, 1, kh - 1 - pad, kw - 1 - pad, flat_spatial(dx),
+                max_tile_bytes=max_tile_bytes, pool=pool)
+    return dx
+
+
+def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | None = None, pool=None):
+    """dx = col2im(w.reshape(O, K).T @ dout), R output rows at a time; any stride and padding.
+
+    dout: (N, O, OH, OW) contiguous, w: (O, C, KH, KW) -> dx: x_shape (N, C, H, W).
+    """
+    xp = get_array_module(dout, w)
+    n, c, h, wd = x_shape
+    o, _, kh, kw = w.shape
+    oh, ow = dout.shape[2:]
+    k = c * kh * kw
+    w2t = w.reshape(o, k).T                                         # (K, O)
+    dout3 = flat_spatial(dout)                                      # (N, O, OH*OW), either order
+    rows = tile_rows(n, k, oh, ow, dout.dtype.itemsize, w2t.nbytes, device_of(dout), max_tile_bytes)
+    wp = wd + 2 * pad
+    dcols_flat, dxt_flat = work(pool, xp, tile_work_sizes(n, c, kh, kw, stride, rows, ow, wp), dout.dtype)
+    dx = xp.zeros(x_shape, dtype=dout.dtype)                        # (N, C, H, W)
+    for i0, i1 in _tiles(oh, rows):
+        r = i1 - i0
+        ri = stride * (r - 1) + kh
+        dcols = prefix_view(dcols_flat, (n, k, r * ow))             # (N, K, R*OW)
+        xp.matmul(w2t, dout3[:, :, i0 * ow:i1 * ow], out=dcols)     # (K, O) @ (N, O, R*OW)
+        dcols = dcols.reshape(n, c, kh, kw, r, ow)                  # (N, C, KH, KW, R, OW)
+        dxt = prefix_view(dxt_flat, (n, c, ri, wp))                 # (N, C, RI, WP)
+        dxt[...] = 0
+        for u, v, window in _offset_windows(dxt, kh, kw, stride, r, ow):
+            window += dcols[:, :, u, v]                             # (N, C, R, OW)
+        r0 = stride * i0 - pad                                      # first padded row, in x's rows
+        lo, hi = min(max(r0, 0), h), max(min(r0 + ri, h), 0)
+        if hi > lo:
+            dx[:, :, lo:hi] += dxt[:, :, lo - r0:hi - r0, pad:pad + wd]  # (N, C, hi-lo, W)
+    return dx
+
+
+def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: int | None = None):
+    """dw = sum over tiles and images of dout_tile @ cols_tile^T; dout (N, O, OH, OW) contiguous -> (O, K)."""
+    xp = get_array_module(dout, x)
+    n, c = x.shape[:2]
+    o, oh, ow = dout.shape[1:]
+    k = c * kh * kw
+    dout3 = flat_spatial(dout)                                      # (N, O, OH*OW)
+    rows = tile_rows(n, k, oh, ow, x.dtype.itemsize, o * k * x.dtype.itemsize, device_of(x), max_tile_bytes)
+    dw2 = xp.zeros((o, k), dtype=dout.dtype)                        # (O, K)
+    for i0, i1, cols in _unrolled_tiles(x, kh, kw, stride, pad, pad, rows):
+        cols_t = cols.transpose(0, 2, 1)                            # (N, R*OW, K)
+        dw2 += (dout3[:, :, i0 * ow:i1 * ow] @ cols_t).sum(axis=0)  # (N, O, K) -> (O, K)
+    return dw2
+
+
+def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
+                    max_tile_bytes: int | None = None, pool=None):
+    """Gradients of a scalar loss through ``out = w * x + b``.
+
+    Local derivatives: dx = w^T * dout (the transposed convolution),
+    dw[o,c,u,v] = sum_{n,i,j} dout[n,o,i,j] xpad[n,c,s*i+u,s*j+v], db[o] = sum_{n,i,j} dout[n,o,i,j].
+    Derived in notebooks/01_layers.ipynb.
+
+    dout: (N, O, OH, OW) -> (dx (N, C, H, W), dw (O, C, KH, KW) or None, db (O,) or None);
+    dw and db only when ``weight_grads`` is true (style transfer needs dx alone).
+    dx is computed tile by tile (see the module docstring for the two routes);
+    no full-size unrolled matrix is ever formed. ``pool``: the tiles come from
+    its work buffer; dx itself is plain memory (a gradient lives one layer).
+    """
+    x, w, stride, pad, winograd = cache
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    dout = dense(dout)                                              # (N, O, OH, OW), packed either way
+    if winograd is not None:                                        # the transposed conv, by Winograd
+        dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes, pool=pool)
+    elif uses_transposed_conv(c, o, kh, kw, stride, pad):
+        dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool)
+    else:
+        dx = _dx_col2im(dout, w, x.shape, stride, pad, max_tile_bytes, pool)
+    assert dx.shape == x.shape
+    if not weight_grads:
+        return dx, None, None
+    dw = _dw_tiled(dout, x, kh, kw, stride, pad, max_tile_bytes).reshape(w.shape)  # (O, C, KH, KW)
+    db = dout.sum(axis=(0, 2, 3))                                   # (O,)
+    assert dw.shape == w.shape and db.shape == (o,)
+    return dx, dw, db
+

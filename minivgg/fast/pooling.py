@@ -1,0 +1,127 @@
+"""The fast engine's average pooling: the window sum done separably, a block of rows at a time.
+
+Same function, shapes and cache as ``minivgg.pool.avg_pool2d_forward`` (the
+reference: k*k strided window sums) and tested against it. Max pooling has no
+fast twin: the reference's k*k strided comparisons already keep the input's
+memory order, and the fast network calls them directly.
+
+Shape legend
+    N, C, H, W   input        k  kernel (KH = KW = k)    s  stride
+    OH = (H - k) // s + 1     OW = (W - k) // s + 1
+    x: (N, C, H, W)  ->  out, dout: (N, C, OH, OW)
+
+Outputs are packed in memory as their input is (C order or channels-last,
+``minivgg.fast.layout``); NumPy runs each slice operation in memory order, so
+one code serves both. ``pool``: an ``ArrayPool`` (``minivgg.fast.arrays``) for
+the output and the row sums, or None.
+"""
+from __future__ import annotations
+
+from minivgg.backend import get_array_module
+from minivgg.fast.arrays import empty, work
+from minivgg.fast.layout import channels_last, prefix_view
+from minivgg.pool import AvgPoolCache, pool_output_size, window
+
+
+def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2, *, pool=None):
+    """out[n,c,i,j] = mean of x over the k x k window at (s*i, s*j); x (N,C,H,W) -> (N,C,OH,OW).
+
+    The window sum is separable: the k row offsets are added first (whole
+    rows, contiguous), then the k column offsets of that. This reads x once
+    with unit stride instead of k*k times with stride s: twice as fast as
+    summing the k*k strided windows for VGG's pool1. The row sums are a
+    temporary of (N, C, rows, W), made a block of output rows at a time
+    (``POOL_BLOCK_BYTES``) in a work buffer.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    oh, ow = pool_output_size(h, w, kernel, stride)
+    layout = channels_last(x)
+    out = empty(pool, xp, (n, c, oh, ow), x.dtype, channels_last=layout)  # (N, C, OH, OW)
+    block = _row_block(n * c * w, oh, x.dtype.itemsize)
+    (rows_flat,) = work(pool, xp, (n * c * block * w,), x.dtype)
+    for i0 in range(0, oh, block):
+        i1 = min(oh, i0 + block)
+        rows = _block_view(rows_flat, (n, c, i1 - i0, w), layout)
+        band = x[:, :, stride * i0:stride * (i1 - 1) + kernel]       # the input rows they read
+        _sum_into(xp, rows, [_offsets(band, 2, u, i1 - i0, stride) for u in range(kernel)])
+        _sum_into(xp, out[:, :, i0:i1], [_offsets(rows, 3, v, ow, stride) for v in range(kernel)])
+    out *= x.dtype.type(1.0 / (kernel * kernel))
+    return out, AvgPoolCache(x.shape, kernel, stride)
+
+
+def avg_pool2d_backward(dout, cache: AvgPoolCache, *, pool=None):
+    """dx = dout / k^2 spread over each window (local derivative: 1/k^2 inside the window, 0 outside).
+
+    Rows/columns dropped by the floor get zero gradient; overlapping windows (s < k) add up.
+    When s = k (VGG) the windows tile the image without overlap, so every
+    value is *assigned* once, separably as in the forward: dout / k^2 is
+    spread along each row (k strided copies into an OH x W block), then each
+    such row is copied to its k rows of dx (whole rows, contiguous). Only the
+    dropped rows and columns are zeroed. Otherwise slice additions.
+    """
+    xp = get_array_module(dout)
+    x_shape, kernel, stride = cache
+    n, c, h, w = x_shape
+    oh, ow = dout.shape[2:]
+    scale = dout.dtype.type(1.0 / (kernel * kernel))
+    layout = channels_last(dout)
+    if stride == kernel:
+        dx = empty(None, xp, x_shape, dout.dtype, channels_last=layout)  # a gradient: plain memory
+        dx[:, :, kernel * oh:] = 0                                  # rows the floor dropped
+        block = _row_block(n * c * w, oh, dout.dtype.itemsize)
+        (rows_flat,) = work(pool, xp, (n * c * block * w,), dout.dtype)
+        for i0 in range(0, oh, block):
+            i1 = min(oh, i0 + block)
+            rows = _block_view(rows_flat, (n, c, i1 - i0, w), layout)
+            rows[..., kernel * ow:] = 0                             # columns the floor dropped
+            first = _offsets(rows, 3, 0, ow, stride)
+            xp.multiply(dout[:, :, i0:i1], scale, out=first)
+            for v in range(1, kernel):
+                _offsets(rows, 3, v, ow, stride)[...] = first
+            band = dx[:, :, stride * i0:stride * i1]                # disjoint windows cover the rest
+            for u in range(kernel):
+                _offsets(band, 2, u, i1 - i0, stride)[...] = rows
+    else:
+        share = dout * scale                                        # (N, C, OH, OW)
+        dx = empty(None, xp, x_shape, dout.dtype, channels_last=layout)
+        dx[...] = 0
+        for u in range(kernel):
+            for v in range(kernel):
+                window(dx, u, v, oh, ow, stride)[...] += share
+    assert dx.shape == x_shape
+    return dx
+
+
+#: Bytes of the row-sum temporary per block of output rows in average pooling (about an L2 cache).
+POOL_BLOCK_BYTES = 2 * 2**20
+
+
+def _row_block(row: int, oh: int, itemsize: int) -> int:
+    """Output rows per block so that block * row elements fit ``POOL_BLOCK_BYTES`` (at least 1, at most OH)."""
+    return max(1, min(oh, POOL_BLOCK_BYTES // max(1, row * itemsize)))
+
+
+def _block_view(flat, shape, layout: bool):
+    """The start of the work array ``flat`` as an (N, C, rows, W) array, channels-last if ``layout``."""
+    n, c, r, w = shape
+    if layout:
+        return prefix_view(flat, (n, r, w, c)).transpose(0, 3, 1, 2)
+    return prefix_view(flat, shape)
+
+
+def _offsets(a, axis: int, u: int, count: int, stride: int):
+    """The view of ``a`` taking every stride-th index from u along ``axis`` (2: rows, 3: columns), count of them."""
+    index = [slice(None)] * 4
+    index[axis] = slice(u, u + stride * (count - 1) + 1, stride)
+    return a[tuple(index)]
+
+
+def _sum_into(xp, out, parts) -> None:
+    """out = the sum of ``parts`` (views of out's shape), with no zero fill."""
+    if len(parts) == 1:
+        out[...] = parts[0]
+        return
+    xp.add(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        out += part

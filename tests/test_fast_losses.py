@@ -1,0 +1,61 @@
+"""The fast engine's losses against their reference twins (``losses``): the same values on C-order and
+channels-last features, gradients in the features' order, unmasked as the objective asks, spans."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import losses as reference
+from gradcheck import channels_last_copy, rel_error
+from minivgg.fast import losses as fast
+from minivgg.fast.arrays import ArrayPool
+from minivgg.fast.layout import channels_last
+from minivgg.relu import ReluCache, relu_backward
+
+
+def _features(xp, rng, shape=(1, 6, 5, 7)):
+    """A real post-ReLU map (many exact zeros), a content target and a Gram target."""
+    f = xp.maximum(xp.asarray(rng.standard_normal(shape)), 0)
+    p = xp.asarray(rng.standard_normal(shape))
+    b = rng.standard_normal((1, shape[1], 9))
+    return f, p, xp.asarray(b @ b.transpose(0, 2, 1))
+
+
+def test_unmasked_gradients_become_the_papers_once_relu_masks_them(xp):
+    """The fast losses skip the mask [F > 0]: the ReLU below applies it, giving the reference's gradient."""
+    rng = np.random.default_rng(5)
+    f, p, a = _features(xp, rng)
+    _, c_ref = reference.content_loss_forward(f, p)
+    _, s_ref = reference.style_loss_forward(f, a)
+    _, c_fast = fast.content_loss_forward(f, p)
+    _, s_fast = fast.style_loss_forward(f, a)
+    plain_content = fast.content_loss_backward(c_fast, 2.0)
+    plain_style = fast.style_loss_backward(s_fast, 3.0)
+    assert float(abs(plain_content - 2.0 * (f - p)).max()) == 0.0
+    assert float((f == 0).mean()) > 0.2 and float((plain_style[f == 0] != 0).mean()) > 0.5  # unmasked there
+    relu = ReluCache(f)
+    assert rel_error(relu_backward(plain_content, relu), reference.content_loss_backward(c_ref, 2.0)) < 1e-15
+    assert rel_error(relu_backward(plain_style, relu), reference.style_loss_backward(s_ref, 3.0)) < 1e-14
+
+
+@pytest.mark.parametrize("span_bytes", [None, 4 * 6 * 8])
+def test_channels_last_features_give_the_reference_values_in_their_own_order(xp, monkeypatch, span_bytes):
+    """The fast network's features are channels-last: the losses read them without a copy and answer in
+    their order; the style gradient whole or 4 positions per product (``SPAN_BYTES``, CPU)."""
+    if span_bytes is not None:
+        monkeypatch.setattr(fast, "SPAN_BYTES", span_bytes)
+    rng = np.random.default_rng(6)
+    f, p, a = _features(xp, rng)
+    want_content, c_ref = reference.content_loss_forward(f, p)
+    want_style, s_ref = reference.style_loss_forward(f, a)
+    for feats, pool in ((f, None), (channels_last_copy(f), None), (channels_last_copy(f), ArrayPool())):
+        content, c_cache = fast.content_loss_forward(feats, channels_last_copy(p), pool=pool)
+        style, s_cache = fast.style_loss_forward(feats, a)
+        grads = (fast.content_loss_backward(c_cache, 2.0, pool=pool), fast.style_loss_backward(s_cache, 3.0))
+        assert rel_error(content, want_content) < 1e-14 and rel_error(style, want_style) < 1e-14
+        assert rel_error(fast.gram_matrix(feats), reference.gram_matrix(f)) < 1e-14
+        one_product = (s_ref.gram_diff * (3.0 * s_ref.scale)) @ f.reshape(1, 6, 35)
+        assert rel_error(grads[1], one_product.reshape(f.shape)) < 1e-14
+        assert rel_error(grads[0], 2.0 * (f - p)) < 1e-15
+        assert all(channels_last(g) == channels_last(feats) for g in grads)
+        assert all(g.flags.c_contiguous == feats.flags.c_contiguous for g in grads)
