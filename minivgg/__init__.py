@@ -1,7 +1,9 @@
 """minivgg: Gatys, Ecker & Bethge's neural style transfer with hand-written gradients.
 
 Layers (``conv``, ``relu``, ``pool``) are forward/backward pairs on NumPy or
-CuPy arrays; ``VGG19`` chains them; ``minivgg.transfer`` is the algorithm.
+CuPy arrays; ``VGG19`` chains them (the reference engine, ``engine="reference"``)
+or hands them to ``minivgg.fast`` (the fast engine, the default: the same
+function, transformed for speed); ``minivgg.transfer`` is the algorithm.
 """
 from minivgg.backend import get_array_module, gpu_status, to_device, to_numpy
 from minivgg.vgg import LAYER_NAMES, VGG19

@@ -34,7 +34,7 @@ def relu_backward(dout, cache: ReluCache, *, out=None):
 
     One pass: the boolean mask ``out > 0`` multiplies ``dout`` directly (no
     float copy of the mask). ``out``: optional array to write dx into; it may
-    be ``dout`` itself (in place), which the network does with gradients it owns.
+    be ``dout`` itself (in place), which the fast network does with gradients it owns.
     """
     xp = get_array_module(dout)
     dx = xp.multiply(dout, cache.out > 0, out=out)
