@@ -106,9 +106,20 @@ def _conv_work(name: str, cin: int, cout: int, h: int, w: int, s: int, device: s
     return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
 
 
-def _optimizer_bytes(pixels: int, maxcor: int) -> int:
-    """L-BFGS-B state for ``pixels`` float64 unknowns: (2 maxcor + 13) * 8n + 16n (module docstring)."""
-    return (2 * maxcor + 13) * 8 * pixels + 16 * pixels
+def _optimizer_bytes(pixels: int, maxcor: int, optimizer: str | None, itemsize: int, device: str) -> int:
+    """The optimiser's state for ``pixels`` unknowns (module docstring).
+
+    "lbfgs" (scipy's L-BFGS-B, host memory, float64): (2 maxcor + 13) * 8n + 16n.
+    "lbfgs-device" (``optim.lbfgs_device``, on the image's device, in its dtype): the
+    2 * maxcor history vectors and about eight more of n (x, g, the direction, the trial
+    point and its gradient, the previous ones, bounds): (2 maxcor + 8) * itemsize * n.
+    None: no optimiser. The GPU estimate counts only device memory.
+    """
+    if optimizer == "lbfgs":
+        return (2 * maxcor + 13) * 8 * pixels + 16 * pixels if device == "cpu" else 0
+    if optimizer == "lbfgs-device":
+        return (2 * maxcor + 8) * itemsize * pixels
+    return 0
 
 
 def estimate(height: int, width: int, dtype: str = "float32", **kwargs) -> MemoryEstimate:
@@ -123,7 +134,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
                     style_layers=PAPER_STYLE_LAYERS, layers=None, pooling: str = "avg", style_size=None,
                     optimizer: str | None = "lbfgs", maxcor: int = 20,
                     device: str = "cpu", conv: str = "winograd",
-                    engine: str = "fast") -> tuple[MemoryEstimate, MemoryEstimate]:
+                    engine: str = "fast", lean: bool = False) -> tuple[MemoryEstimate, MemoryEstimate]:
     """(evaluation, construction): the two high-water marks of a run, term by term.
 
     content_layer: None for texture synthesis; style_layers: () for content
@@ -135,7 +146,9 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     pairs) or None (evaluations only, as the benchmark runs). device "gpu":
     the CuPy pool's bytes, without the interpreter or the optimiser (both live
     in host memory). engine: the network's engine ("fast" or "reference");
-    conv: the fast engine's ``conv`` ("winograd" or "im2col").
+    conv: the fast engine's ``conv`` ("winograd" or "im2col"); lean: the fast
+    engine's lean mode (``minivgg.fast.lean``: layers that are not taps keep
+    one bit per activation, and no array pool).
     """
     s = numpy.dtype(dtype).itemsize
     if layers is not None:
@@ -157,11 +170,14 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     size = {name: cout * h * w for name, _, cout, h, w in table}   # A_l, elements
     pixels = 3 * height * width
 
-    def kept(last, h0, w0):
+    def kept(last, h0, w0, pass_taps):
         """Bytes of the activations a forward pass to ``last`` keeps, on an h0 x w0 input."""
         total = 3 * h0 * w0 * s
         for name, _, cout, h, w in layer_outputs(h0, w0, last):
-            total += cout * h * w * s
+            if not lean or name in pass_taps:
+                total += cout * h * w * s
+            elif name.startswith("conv"):
+                total += -(-cout * h * w // 8)                       # the lean mode's bit mask
             if pooling == "max" and name.startswith("pool"):
                 total += cout * h * w                                # int8 winning offsets
         return total
@@ -177,16 +193,16 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
                 + images)
     if optimizer is not None and device == "cpu":
         baseline += SCIPY_BYTES
-    opt = _optimizer_bytes(pixels, maxcor) if optimizer is not None and device == "cpu" else 0
+    opt = _optimizer_bytes(pixels, maxcor, optimizer, s, device)
 
     # Evaluation: activations of the whole forward pass.
-    activations = kept(deepest, height, width)
+    activations = kept(deepest, height, width, taps)
     content_diff = size[content_layer] * s if content_layer else 0
     held = 2 * content_diff                                          # content gradient and diff
     # Marks as (gradients held, transient), one per layer of the walk down: upstream
     # gradient, produced gradient, one tile; at a style layer, the making of its gradient.
     kept_work = 0                                                    # the pool's work buffer (CPU)
-    if device == "cpu" and engine == "fast":
+    if device == "cpu" and engine == "fast" and not lean:
         kept_work = max(pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
                         for name, cin, cout, h, w in table if name.startswith("conv")
                         for backward in (False, True))
@@ -201,15 +217,20 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
                 mark -= pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward=True)
         else:
             mark += size[name] * s                                   # dout / k^2
+        if lean and name.startswith("conv") and name not in taps:
+            mark += size[name]                                       # the mask unpacked, a byte each
         if name in style_layers:
             mark = max(mark, 2 * size[name] * s)                     # dout and the new gradient
         marks.append((held, mark))
+        if lean and name.startswith("conv"):                         # its forward: in, out, mask, tiles
+            marks.append((0, cprev * hprev * wprev * s + size[name] * (s + 1)
+                          + _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward=False)))
     held, transient = max(marks, key=sum)
     evaluation = MemoryEstimate(baseline, activations, held, transient, opt, "evaluation")
 
     # Construction: the content pass, then the style pass, each freed before the next.
-    first = kept(content_layer, height, width) if content_layer else 0
-    second = kept(max(style_layers, key=layer_index), hs, ws) if style_layers else 0
+    first = kept(content_layer, height, width, (content_layer,)) if content_layer else 0
+    second = kept(max(style_layers, key=layer_index), hs, ws, style_layers) if style_layers else 0
     widest = max(_conv_work(name, cin, cout, h, w, s, device, conv, engine, backward=False)
                  for name, cin, cout, h, w in table if name.startswith("conv"))
     construction = MemoryEstimate(baseline, max(first, second), 0, widest, opt, "construction")

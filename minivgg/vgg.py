@@ -46,20 +46,21 @@ class VGG19:
     pooling: "avg" (the paper's choice) or "max". dtype: "float32" (default) or
     "float64". device: "cpu" (NumPy) or "gpu" (CuPy); the weights are moved once.
     engine: "fast" (default) or "reference" (module docstring). conv: the fast
-    engine's convolution route, "winograd" (default) or "im2col".
+    engine's convolution route, "winograd" (default) or "im2col". lean: the fast
+    engine's memory-lean mode (``minivgg.fast.lean``), for large images.
     """
 
     def __init__(self, params, pooling: str = "avg", dtype: str = "float32", device: str = "cpu",
-                 engine: str = "fast", conv: str | None = None):
+                 engine: str = "fast", conv: str | None = None, lean: bool = False):
         if pooling not in ("avg", "max"):
             raise ValueError(f"pooling must be 'avg' or 'max', not {pooling!r}")
         if str(dtype) not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be 'fast' or 'reference', not {engine!r}")
-        if engine == "reference" and conv is not None:
-            raise ValueError("conv chooses the fast engine's convolution route; the reference "
-                             "engine always unrolls with im2col")
+        if engine == "reference" and (conv is not None or lean):
+            raise ValueError("conv and lean are the fast engine's settings; the reference "
+                             "engine always unrolls with im2col and keeps every activation")
         missing = [name for name in CONV_NAMES if name not in params]
         if missing:
             raise ValueError(f"params lack the layers {', '.join(missing)}")
@@ -74,7 +75,8 @@ class VGG19:
             # (80 MB in float32); the network never writes to them.
             self.params[name] = (to_device(w, device).astype(self.dtype, copy=False),
                                  to_device(b, device).astype(self.dtype, copy=False))
-        self.fast = None if engine == "reference" else FastVGG19(self.params, pooling, device, conv or "winograd")
+        self.fast = (None if engine == "reference"
+                     else FastVGG19(self.params, pooling, device, conv or "winograd", lean=lean))
 
     def forward(self, x, taps=("conv4_2",)):
         """Run the layers up to the deepest tap.

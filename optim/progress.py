@@ -18,11 +18,16 @@ class Progress:
 
     Call ``update(iteration, evaluations, total, content, style)`` once per
     iteration; a line is written every ``every`` iterations and at the last one.
-    ``history`` keeps every update (for loss curves).
+    ``history`` keeps every update (for loss curves). ``prefix`` starts every
+    line (a stage of a coarse-to-fine run); ``after``: work still to come once
+    these iterations are done, in iterations of this run's cost (the ETA counts it).
     """
 
-    def __init__(self, total_iterations: int, every: int = 0, stream=sys.stderr, quiet=False):
+    def __init__(self, total_iterations: int, every: int = 0, stream=sys.stderr, quiet=False,
+                 prefix: str = "", after: float = 0.0):
         self.n = int(total_iterations)
+        self.prefix = prefix
+        self.after = float(after)
         self.every = every or max(1, self.n // 20)
         self.stream = stream
         self.quiet = quiet
@@ -36,7 +41,7 @@ class Progress:
                                  content=content, style=style, seconds=elapsed))
         if self.quiet or not (iteration % self.every == 0 or iteration >= self.n or iteration == 1):
             return
-        eta = format_seconds(per_iter * max(self.n - iteration, 0))
-        print(f"iter {iteration:>4}/{self.n}  evals {evaluations:>4}  loss {total:.4e} "
+        eta = format_seconds(per_iter * (max(self.n - iteration, 0) + self.after))
+        print(f"{self.prefix}iter {iteration:>4}/{self.n}  evals {evaluations:>4}  loss {total:.4e} "
               f"(content {content:.3e}, style {style:.3e})  {per_iter:.2f} s/it  ETA {eta}",
               file=self.stream, flush=True)

@@ -99,14 +99,21 @@ class Conv2dCache(NamedTuple):
     Keeps the input ``x`` (a reference, usually the previous layer's output, so
     it costs no memory) and ``w``; the unrolled ``cols`` (KH*KW times larger
     than x) is *not* kept: it is rebuilt tile by tile only when weight
-    gradients are asked for, which style transfer never does.
+    gradients are asked for, which style transfer never does. dx needs only
+    x's shape, so a caller that wants no weight gradient may drop x
+    (``without_input``: the fast network's lean mode).
     """
 
-    x: object  # (N, C, H, W)
+    x: object  # (N, C, H, W), or None once dropped
     w: object  # (O, C, KH, KW)
     stride: int
     pad: int
     winograd: object = None  # the layer's ``WinogradWeights`` when forward went that way
+    x_shape: tuple = None    # x.shape, kept when x is dropped
+
+    def without_input(self) -> "Conv2dCache":
+        """The same cache without its reference to x: enough for dx, not for dw."""
+        return self._replace(x=None, x_shape=tuple(self.x.shape))
 
 
 def tile_bytes(weight_bytes: int, device: str = "cpu", max_tile_bytes: int | None = None) -> int:
@@ -352,8 +359,9 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     no full-size unrolled matrix is ever formed. ``pool``: the tiles come from
     its work buffer; dx itself is plain memory (a gradient lives one layer).
     """
-    x, w, stride, pad, winograd = cache
-    n, c, h, wd = x.shape
+    x, w, stride, pad, winograd, x_shape = cache
+    x_shape = tuple(x.shape) if x is not None else x_shape
+    n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
     dout = dense(dout)                                              # (N, O, OH, OW), packed either way
     if winograd is not None:                                        # the transposed conv, by Winograd
@@ -361,10 +369,12 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     elif uses_transposed_conv(c, o, kh, kw, stride, pad):
         dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool)
     else:
-        dx = _dx_col2im(dout, w, x.shape, stride, pad, max_tile_bytes, pool)
-    assert dx.shape == x.shape
+        dx = _dx_col2im(dout, w, x_shape, stride, pad, max_tile_bytes, pool)
+    assert dx.shape == x_shape
     if not weight_grads:
         return dx, None, None
+    if x is None:
+        raise ValueError("weight gradients need the layer's input, which this cache dropped")
     dw = _dw_tiled(dout, x, kh, kw, stride, pad, max_tile_bytes).reshape(w.shape)  # (O, C, KH, KW)
     db = dout.sum(axis=(0, 2, 3))                                   # (O,)
     assert dw.shape == w.shape and db.shape == (o,)

@@ -15,7 +15,9 @@ them together in float64); what changes is how each step runs:
 * an explicit ``ArrayPool`` (``minivgg.fast.arrays``) for activations and work
   buffers, when the caller passes one;
 * in the backward, gradients the walk owns are updated in place, and a
-  gradient given as a function is made only when the walk reaches its tap.
+  gradient given as a function is made only when the walk reaches its tap;
+* ``lean=True``: the memory-lean mode (``minivgg.fast.lean``): of the layers
+  that are not taps only the ReLU masks are kept, as bits.
 
 Memory order. Every array has the logical shape (N, C, H, W), but on the CPU
 with Winograd the activations (and so the gradients of the walk down) are
@@ -34,6 +36,7 @@ from typing import NamedTuple
 from minivgg.architecture import LAYER_NAMES, layer_index, tap_depth
 from minivgg.fast.conv import conv2d_backward, conv2d_forward, uses_transposed_conv
 from minivgg.fast.conv import workspace_bytes as im2col_workspace_bytes
+from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward
 from minivgg.fast.objective import FastEvaluator
 from minivgg.fast.pooling import avg_pool2d_backward, avg_pool2d_forward
 from minivgg.fast.winograd import prepare as winograd_prepare
@@ -98,16 +101,19 @@ class FastVGG19:
     """The fast engine behind ``minivgg.VGG19(..., engine="fast")``; the weights are the VGG19's own.
 
     params: {name: (w, b)} already on the device and in the network's dtype.
-    conv: "winograd" (default) or "im2col".
+    conv: "winograd" (default) or "im2col". lean: keep bit masks instead of the
+    activations that are not taps (``minivgg.fast.lean``); may be switched at any
+    time between a forward and the next.
     """
 
-    def __init__(self, params, pooling: str, device: str, conv: str = "winograd"):
+    def __init__(self, params, pooling: str, device: str, conv: str = "winograd", lean: bool = False):
         if conv not in ("winograd", "im2col"):
             raise ValueError(f"conv must be 'winograd' or 'im2col', not {conv!r}")
         self.params = params
         self.pooling = pooling
         self.device = device
         self.conv = conv
+        self.lean = lean
         self.channels_last = conv == "winograd" and device == "cpu"   # memory order: module docstring
         self._winograd = {}                # layer name -> WinogradWeights (or None), made on first use
 
@@ -132,6 +138,8 @@ class FastVGG19:
         """
         taps = tuple(taps)
         depth = tap_depth(x.shape, taps)
+        if self.lean:
+            pool = None                    # a pool would keep every activation the lean mode lets go
         out = x
         feats, caches = {}, []
         for name in LAYER_NAMES[:depth]:
@@ -141,7 +149,11 @@ class FastVGG19:
                 out, conv_cache = conv2d_forward(out, w, b, stride=1, pad=1, relu=True,
                                                  winograd=self.winograd_weights(name),
                                                  channels_last=self.channels_last, pool=pool)
-                caches.append((conv_cache, ReluCache(out)))
+                if not self.lean:
+                    caches.append((conv_cache, ReluCache(out)))
+                else:                      # the input's memory goes with the next layer; bits for the mask
+                    relu_cache = ReluCache(out) if name in taps else pack_relu(out)
+                    caches.append((conv_cache.without_input(), relu_cache))
             elif self.pooling == "avg":
                 out, pool_cache = avg_pool2d_forward(out, 2, 2, pool=pool)
                 caches.append(pool_cache)
@@ -176,7 +188,8 @@ class FastVGG19:
             layer_cache = cache.layers[index]
             if name.startswith("conv"):
                 conv_cache, relu_cache = layer_cache
-                dout = relu_backward(dout, relu_cache, out=dout if owned else None)
+                relu_back = packed_relu_backward if isinstance(relu_cache, PackedReluCache) else relu_backward
+                dout = relu_back(dout, relu_cache, out=dout if owned else None)
                 dout, _, _ = conv2d_backward(dout, conv_cache, pool=pool)
             elif self.pooling == "avg":
                 dout = avg_pool2d_backward(dout, layer_cache, pool=pool)

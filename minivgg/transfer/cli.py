@@ -106,8 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--out", help="output PNG (default: <content>-<style>.png here); an existing "
                                   "file is kept and the result goes to <out>-1.png, <out>-2.png, ...")
     io.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    io.add_argument("--size", type=_positive(int), default=DEFAULT_SIZE,
-                    help="long side of the output in pixels (default %(default)s)")
+    io.add_argument("--size", type=_positive(int),
+                    help=f"long side of the output in pixels (default {DEFAULT_SIZE}, or the last of --scales)")
+    io.add_argument("--scales", type=_positive(int), nargs="+", metavar="S",
+                    help="coarse-to-fine (Gatys et al. 2017): optimise at long side S1, upsample the "
+                         "result as the start at S2, and so on; the last is the output size. "
+                         "Iterations per stage: --iters (default 200, then half at each later stage)")
+    io.add_argument("--upsample-partial", action="store_true",
+                    help="with --scales, an interrupted or timed-out earlier stage's image is "
+                         "upsampled to the output size (default: saved at its own size)")
     io.add_argument("--style-scale", type=_positive(float), default=1.0,
                     help="style image size relative to the content's (default 1: the paper "
                          "resizes the style to the content's size)")
@@ -142,17 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use the normalised network (mean activation 1 per filter)")
     net.add_argument("--weights", metavar="PATH",
                      help="a Keras vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 (default: fetched)")
+    net.add_argument("--lean", choices=("auto", "on", "off"), default="auto",
+                     help="the fast engine's memory-lean mode (ReLU masks as bits, about 2.4x fewer "
+                          "bytes of activations kept): auto (default) turns it on for a stage that "
+                          "would not fit otherwise")
     net.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="default %(default)s")
     net.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                      help="default %(default)s")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--iters", type=_positive(int), default=DEFAULT_ITERS,
-                     help="iterations (default %(default)s)")
-    opt.add_argument("--optimizer", choices=("lbfgs", "adam", "gd"), default="lbfgs",
-                     help="L-BFGS-B (the paper's, default), Adam or gradient descent")
+    opt.add_argument("--iters", type=_positive(int), nargs="+",
+                     help=f"iterations (default {DEFAULT_ITERS}); with --scales one number for every "
+                          f"stage or one per stage (default {DEFAULT_ITERS}, then half at each later stage)")
+    opt.add_argument("--optimizer", choices=("lbfgs", "lbfgs-device", "adam", "gd"), default="lbfgs",
+                     help="lbfgs: scipy's L-BFGS-B (the paper's, default); lbfgs-device: L-BFGS with "
+                          "box bounds on the image's own device (optim/lbfgs_device.py, no float64 "
+                          "host copies between iterations); adam; gd: gradient descent")
     opt.add_argument("--lr", type=_positive(float), help="step size for adam/gd")
     opt.add_argument("--maxcor", type=_positive(int), default=20,
-                     help="L-BFGS-B correction pairs (default %(default)s)")
+                     help="L-BFGS correction pairs, for lbfgs and lbfgs-device (default %(default)s)")
     opt.add_argument("--init", default="noise",
                      help="noise (white noise, the paper's), content, style, or an image PATH "
                           "(e.g. a checkpoint to resume from)")
@@ -217,6 +231,42 @@ def _join_negative_numbers(argv):
     return joined
 
 
+def stage_iterations(scales, iters) -> list:
+    """Iterations per stage: one --iters value for all, one per stage, or the default schedule
+    (DEFAULT_ITERS, then half the previous at each later stage, at least 10: the upsampled start is
+    already close, and each stage costs 4x the previous per iteration)."""
+    if iters is None:
+        return [max(10, DEFAULT_ITERS >> k) for k in range(len(scales))]
+    if len(iters) == 1:
+        return list(iters) * len(scales)
+    if len(iters) != len(scales):
+        raise UsageError(f"--iters has {len(iters)} values for {len(scales)} stages of --scales "
+                         f"(give one for all stages, or one per stage)")
+    return list(iters)
+
+
+def check_scales(args) -> None:
+    """--scales, --size and --iters made consistent: args.scales (one entry without --scales),
+    args.size (the output's long side) and args.stage_iters (one per stage); UsageError if not."""
+    if args.scales is None:
+        if args.iters is not None and len(args.iters) > 1:
+            raise UsageError("--iters takes one number (several only with --scales, one per stage)")
+        if args.upsample_partial:
+            raise UsageError("--upsample-partial applies to --scales runs only")
+        args.size = args.size or DEFAULT_SIZE
+        args.scales = [args.size]
+    else:
+        scales = args.scales
+        if any(b <= a for a, b in zip(scales, scales[1:])):
+            raise UsageError(f"--scales must increase from stage to stage, got {' '.join(map(str, scales))}")
+        if args.size is not None and args.size != scales[-1]:
+            raise UsageError(f"--size {args.size} disagrees with the last of --scales ({scales[-1]}), "
+                             f"which is the output size: drop --size or make them equal")
+        args.size = scales[-1]
+    args.stage_iters = stage_iterations(args.scales, args.iters)
+    args.iters = sum(args.stage_iters)
+
+
 def parse_args(argv=None):
     """Parse and check everything that needs no file or network; raises UsageError."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -234,6 +284,7 @@ def parse_args(argv=None):
         args.alpha, args.beta = 1.0, 0.0
     if args.mode == "texture":
         args.alpha, args.beta = 0.0, 1.0
+    check_scales(args)
     if args.conv is not None and args.engine == "reference":
         raise UsageError("--conv chooses the fast engine's convolutions; the reference engine "
                          "always uses plain im2col (drop --conv, or use --engine fast)")

@@ -36,6 +36,7 @@ from minivgg.transfer.objective import Objective
 from minivgg.vgg import VGG19
 
 EXIT_FAILED = 1
+STOPS = ("interrupted", "time limit", "not finite")   # why a run ends before its last stage
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
@@ -207,42 +208,119 @@ def smallest_size(height: int, width: int, need: int) -> int:
     return size
 
 
-def plan_sizes(args, reference_hw):
-    """(output (h, w), style (h, w)), refused now if too small for the deepest layer used."""
-    hw = fit_long_side(*reference_hw, args.size)
+class Stage(NamedTuple):
+    """One resolution of a run (``--scales``; a run without it is one stage), as planned."""
+
+    hw: tuple               # (H, W) of the image optimised at this stage
+    style_hw: tuple         # (Hs, Ws) of every style image at this stage
+    iterations: int
+    estimate: int           # peak memory, bytes, with the settings below
+    lean: bool              # the fast engine's memory-lean mode
+    maxcor: int             # L-BFGS correction pairs
+
+
+def stage_sizes(args, reference_hw, size: int):
+    """(output (h, w), style (h, w)) at long side ``size``, refused now if too small for the deepest layer."""
+    hw = fit_long_side(*reference_hw, size)
     # The paper resizes the style image to the content image's size (times --style-scale).
     style_hw = (max(1, round(hw[0] * args.style_scale)), max(1, round(hw[1] * args.style_scale)))
     layer = max(used_layers(args), key=layer_index)
     need = min_input_size(layer)
+    what = "start --scales at" if len(args.scales) > 1 else "use --size"
     if min(hw) < need:
         raise UsageError(
-            f"the output would be {hw[1]}x{hw[0]} pixels (width x height), too small for {layer}, "
-            f"which needs at least {need} pixels on each side: use --size "
-            f"{smallest_size(*reference_hw, need)} or more for this "
-            f"{reference_hw[1]}x{reference_hw[0]} image")
+            f"the {'stage at ' + str(size) if len(args.scales) > 1 else 'output'} would be "
+            f"{hw[1]}x{hw[0]} pixels (width x height), too small for {layer}, which needs at least "
+            f"{need} pixels on each side: {what} {smallest_size(*reference_hw, need)} or more "
+            f"for this {reference_hw[1]}x{reference_hw[0]} image")
     if min(style_hw) < need:
         raise UsageError(
             f"the style image would be {style_hw[1]}x{style_hw[0]} pixels, too small for {layer}, "
             f"which needs at least {need} pixels on each side: raise --style-scale "
-            f"(now {args.style_scale:g}) or --size")
+            f"(now {args.style_scale:g}) or {'--scales' if len(args.scales) > 1 else '--size'}")
     return hw, style_hw
 
 
-def check_memory(args, hw, style_hw):
-    """The peak memory estimate in bytes; refuses, before any work, a run that would not fit.
+#: The fewest correction pairs ``--maxcor`` is lowered to, automatically, to make a stage fit.
+MIN_AUTO_MAXCOR = 3
 
-    Raises ``minivgg.memory.NotEnoughMemory`` (one line: the estimate and what is available).
-    """
+
+def estimate_bytes(args, hw, style_hw, lean: bool, maxcor: int) -> int:
+    """The peak memory estimate (``minivgg.memory``) of one stage with these settings."""
     from minivgg import memory
     has_content, has_style = roles(args)
-    needed = memory.estimate_peak_bytes(
+    return memory.estimate_peak_bytes(
         hw[0], hw[1], args.dtype, content_layer=args.content_layer if has_content else None,
         style_layers=tuple(args.style_layers) if has_style else (), pooling=args.pooling,
         style_size=style_hw if has_style else None,
-        optimizer="lbfgs" if args.optimizer == "lbfgs" else None, maxcor=args.maxcor,
-        device=args.device, conv=args.conv or "winograd", engine=args.engine)
-    memory.check_fits(needed, device=args.device, what=f"a {hw[1]}x{hw[0]} run")
-    return needed
+        optimizer=args.optimizer if args.optimizer in ("lbfgs", "lbfgs-device") else None,
+        maxcor=maxcor, device=args.device, conv=args.conv or "winograd", engine=args.engine, lean=lean)
+
+
+def stage_settings(args):
+    """The (lean, maxcor) settings to try, in order of preference: the asked ones first, then,
+    where --lean auto allows, the lean mode, then fewer correction pairs down to MIN_AUTO_MAXCOR."""
+    lean_choices = {"on": [True], "off": [False], "auto": [False, True]}[args.lean]
+    if args.engine == "reference":
+        lean_choices = [False]
+    lbfgs = args.optimizer in ("lbfgs", "lbfgs-device")
+    pairs = [args.maxcor] + ([m for m in (10, 5, MIN_AUTO_MAXCOR) if m < args.maxcor] if lbfgs else [])
+    return [(lean, pairs[0]) for lean in lean_choices] + [(lean_choices[-1], m) for m in pairs[1:]]
+
+
+def fit_stage(args, hw, style_hw, iterations, available):
+    """The Stage with the first settings (``stage_settings``) whose estimate fits ``available``
+    bytes (None: unknown, the asked settings), and the notes that say what was changed; or None."""
+    for lean, maxcor in stage_settings(args):
+        needed = estimate_bytes(args, hw, style_hw, lean, maxcor)
+        if available is None or needed <= available:
+            notes = []
+            if lean and args.lean == "auto":
+                notes.append(f"the {hw[1]}x{hw[0]} stage runs in the memory-lean mode to fit "
+                             f"(--lean on/off decides)")
+            if maxcor != args.maxcor:
+                notes.append(f"--maxcor lowered from {args.maxcor} to {maxcor} for the {hw[1]}x{hw[0]} "
+                             f"stage to fit in memory")
+            return Stage(hw, style_hw, iterations, needed, lean, maxcor), notes
+    return None, []
+
+
+def largest_fitting_scale(args, reference_hw, available) -> int | None:
+    """The largest long side (at most the last of --scales) at which a stage fits, or None."""
+    lo, hi, best = 1, args.scales[-1], None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        hw = fit_long_side(*reference_hw, mid)
+        style_hw = (max(1, round(hw[0] * args.style_scale)), max(1, round(hw[1] * args.style_scale)))
+        if fit_stage(args, hw, style_hw, 1, available)[0] is not None:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def plan_stages(args, reference_hw):
+    """Every stage's sizes and memory settings, checked before any work -> ([Stage], notes).
+
+    Raises UsageError for a stage too small for the network, and NotEnoughMemory (one line, with the
+    largest scale that would fit) for one that does not fit even lean and with fewer pairs.
+    """
+    from minivgg import memory
+    sizes = [stage_sizes(args, reference_hw, size) for size in args.scales]
+    available = memory.available_memory_bytes(args.device)
+    stages, notes = [], []
+    for (hw, style_hw), iterations in zip(sizes, args.stage_iters):
+        stage, stage_notes = fit_stage(args, hw, style_hw, iterations, available)
+        if stage is None:
+            needed = min(estimate_bytes(args, hw, style_hw, lean, maxcor)
+                         for lean, maxcor in stage_settings(args))
+            best = largest_fitting_scale(args, reference_hw, available)
+            hint = (f"; the largest scale that fits is {best}" if best else "")
+            raise memory.NotEnoughMemory(
+                memory.refusal_message(needed, available, args.device, f"a {hw[1]}x{hw[0]} run") + hint)
+        stages.append(stage)
+        notes += stage_notes
+    return stages, notes
 
 
 def load_inputs(args):
@@ -295,10 +373,18 @@ class Plan(NamedTuple):
     style_rgbs: list        # [(Hs0, Ws0, 3) float64]
     init_rgb: object        # (Hi, Wi, 3) float64 for --init PATH, else None
     notes: list
-    hw: tuple               # (H, W) of the output
-    style_hw: tuple         # (Hs, Ws) of every style image
-    estimate: int           # peak memory, bytes
+    stages: list            # [Stage], the last at the output's size
     params: dict            # VGG-19 weights
+
+    @property
+    def hw(self) -> tuple:
+        """(H, W) of the output."""
+        return self.stages[-1].hw
+
+    @property
+    def estimate(self) -> int:
+        """Peak memory of the run, bytes: its largest stage's."""
+        return max(stage.estimate for stage in self.stages)
 
 
 def plan(args) -> Plan:
@@ -311,18 +397,17 @@ def plan(args) -> Plan:
     try:
         content_rgb, style_rgbs, init_rgb, notes = load_inputs(args)
         reference = content_rgb if content_rgb is not None else style_rgbs[0]
-        hw, style_hw = plan_sizes(args, reference.shape[:2])
-        estimate = check_memory(args, hw, style_hw)
+        stages, stage_notes = plan_stages(args, reference.shape[:2])
         params = load_vgg19(normalized=args.normalized, path=args.weights)
     except (ImageError, WeightsError, NotEnoughMemory) as exc:
         raise UsageError(str(exc)) from None
-    return Plan(out, content_rgb, style_rgbs, init_rgb, out_notes + notes, hw, style_hw, estimate, params)
+    return Plan(out, content_rgb, style_rgbs, init_rgb, out_notes + notes + stage_notes, stages, params)
 
 
-def network_inputs(args, p: Plan):
-    """Resize to the planned sizes -> (net, content_x or None, [style_x], x0, content_rgb at size)."""
-    content_rgb = None if p.content_rgb is None else resize_rgb(p.content_rgb, *p.hw)
-    style_rgbs = [resize_rgb(s, *p.style_hw) for s in p.style_rgbs]
+def stage_inputs(args, p: Plan, stage: Stage):
+    """The images resized to a stage -> (content_x or None, [style_x], content_rgb at size), on the device."""
+    content_rgb = None if p.content_rgb is None else resize_rgb(p.content_rgb, *stage.hw)
+    style_rgbs = [resize_rgb(s, *stage.style_hw) for s in p.style_rgbs]
     if args.preserve_color:                       # luminance-only transfer (Gatys et al. 2016)
         y_content = color.rgb_to_yiq(content_rgb)[:, :, 0]
         net_content = color.luminance_as_rgb(y_content)
@@ -331,51 +416,106 @@ def network_inputs(args, p: Plan):
     else:
         net_content, net_styles = content_rgb, style_rgbs
     dtype, device = args.dtype, args.device
-    net = VGG19(p.params, pooling=args.pooling, dtype=dtype, device=device, engine=args.engine,
-                conv=args.conv)
     content_x = None if net_content is None else to_device(rgb_to_net(net_content, dtype), device)
     style_xs = [to_device(rgb_to_net(s, dtype), device) for s in net_styles]
-    x0 = initial_image(args, content_x, style_xs[0] if style_xs else None, p.init_rgb, p.hw, dtype)
-    return net, content_x, style_xs, to_device(x0, device), content_rgb
+    return content_x, style_xs, content_rgb
+
+
+def upsampled(x, hw, dtype):
+    """A stage's result x (1, 3, h, w) resized to hw, as the next stage's start (bilinear, in RGB)."""
+    return rgb_to_net(resize_rgb(net_to_rgb(x, rounded=False), *hw), dtype)
+
+
+def rgb_writer(args, content_rgb):
+    """Engine x -> (H, W, 3) uint8 RGB as written (the content's colours put back if asked)."""
+    def to_rgb(x):
+        rgb = net_to_rgb(x, rounded=False)
+        if args.preserve_color:
+            rgb = color.recombine(rgb, content_rgb)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return to_rgb
 
 
 def run(args, signals=None) -> int:
-    """Check everything, optimise, write the result; returns the exit status.
+    """Check everything, optimise stage by stage, write the result; returns the exit status.
 
     Raises UsageError for anything refused before the work starts, and
     KeyboardInterrupt for a signal that arrives before the optimisation.
     """
     signals = signals or Signals()
     p = plan(args)
-    net, content_x, style_xs, x0, content_rgb = network_inputs(args, p)
+    net = VGG19(p.params, pooling=args.pooling, dtype=args.dtype, device=args.device, engine=args.engine,
+                conv=args.conv)
     for note in p.notes:
         say(args, f"note: {note}")
-    has_content, has_style = roles(args)
-    say(args, f"{PROG}: {args.mode} {p.hw[1]}x{p.hw[0]} px, content "
-              f"{args.content if has_content else '-'}, style {' '.join(args.style) if has_style else '-'}; "
-              f"content layer {args.content_layer if has_content else '-'}, style layers "
-              f"{','.join(args.style_layers) if has_style else '-'}; alpha {args.alpha:g}, "
-              f"beta {args.beta:g}; {args.pooling} pooling, {engine_label(args)}; {args.optimizer}, "
-              f"{args.iters} iterations; "
-              f"{args.device} {args.dtype}; init {args.init}; estimated peak memory "
-              f"{p.estimate / 2**20:.0f} MiB")
-
+    say(args, summary(args, p))
     started = time.monotonic()
-    objective = Objective(net, content_x, style_xs, alpha=args.alpha, beta=args.beta,
-                          content_layer=args.content_layer, style_layers=args.style_layers,
-                          style_layer_weights=args.style_layer_weights if style_xs else (),
-                          style_blend=args.style_blend, tv_weight=args.tv_weight)
-
-    def to_rgb(x):
-        """Engine x -> (H, W, 3) uint8 RGB as written (the content's colours put back if asked)."""
-        rgb = net_to_rgb(x, rounded=False)
-        if args.preserve_color:
-            rgb = color.recombine(rgb, content_rgb)
-        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-
-    result = optimise(args, objective, x0, p.out, to_rgb)
+    deadline = None if args.time_limit is None else started + args.time_limit
+    x, results = None, []
+    for k, stage in enumerate(p.stages):
+        if net.fast is not None:
+            net.fast.lean = stage.lean
+        content_x, style_xs, content_rgb = stage_inputs(args, p, stage)
+        if x is None:
+            x0 = to_device(initial_image(args, content_x, style_xs[0] if style_xs else None, p.init_rgb,
+                                         stage.hw, args.dtype), args.device)
+        else:
+            x0 = to_device(upsampled(x, stage.hw, args.dtype), args.device)
+        objective = Objective(net, content_x, style_xs, alpha=args.alpha, beta=args.beta,
+                              content_layer=args.content_layer, style_layers=args.style_layers,
+                              style_layer_weights=args.style_layer_weights if style_xs else (),
+                              style_blend=args.style_blend, tv_weight=args.tv_weight)
+        to_rgb = rgb_writer(args, content_rgb)
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
+        results.append(optimise(args, objective, x0, p.out, to_rgb, k, p.stages, remaining))
+        del objective, content_x, style_xs
+        x = results[-1].x
+        if results[-1].stopped in STOPS or not math.isfinite(results[-1].loss):
+            break                          # a converged stage goes on to the next; these do not
+    result = combined(results)
+    if len(results) < len(p.stages) and math.isfinite(result.loss):
+        to_rgb = partial_writer(args, p, to_rgb, stage)
     with signals.deferred():               # a second Ctrl-C must not cut the result's write short
         return finish(args, result, p.out, to_rgb, time.monotonic() - started, signals)
+
+
+def summary(args, p: Plan) -> str:
+    """The one line that says what the run will do."""
+    has_content, has_style = roles(args)
+    stages = " -> ".join(f"{st.hw[1]}x{st.hw[0]} ({st.iterations} it{', lean' if st.lean else ''})"
+                         for st in p.stages)
+    return (f"{PROG}: {args.mode} {stages if len(p.stages) > 1 else f'{p.hw[1]}x{p.hw[0]} px'}, content "
+            f"{args.content if has_content else '-'}, style {' '.join(args.style) if has_style else '-'}; "
+            f"content layer {args.content_layer if has_content else '-'}, style layers "
+            f"{','.join(args.style_layers) if has_style else '-'}; alpha {args.alpha:g}, "
+            f"beta {args.beta:g}; {args.pooling} pooling, {engine_label(args)}; {args.optimizer}, "
+            f"{args.iters} iterations; {args.device} {args.dtype}; init {args.init}; estimated peak "
+            f"memory {p.estimate / 2**20:.0f} MiB")
+
+
+def combined(results):
+    """One OptimResult for a run of stages: the last stage's image and loss, the counts summed."""
+    from optim import OptimResult
+    last = results[-1]
+    return OptimResult(last.x, last.loss, sum(r.iterations for r in results),
+                       sum(r.evaluations for r in results), last.stopped,
+                       [h for r in results for h in r.history])
+
+
+def partial_writer(args, p: Plan, to_rgb, stage: Stage):
+    """How an earlier stage's image is written when the run stopped there: at its own size (with a
+    note), or upsampled to the output size with --upsample-partial."""
+    h, w = stage.hw
+    if not args.upsample_partial:
+        say(args, f"note: the run stopped at the {w}x{h} stage; its best image is written at that "
+                  f"size (--upsample-partial writes it at {p.hw[1]}x{p.hw[0]})")
+        return to_rgb
+    say(args, f"note: the run stopped at the {w}x{h} stage; its best image is upsampled to "
+              f"{p.hw[1]}x{p.hw[0]} (--upsample-partial)")
+
+    def to_rgb_upsampled(x):
+        return np.clip(np.rint(resize_rgb(to_rgb(x), *p.hw)), 0, 255).astype(np.uint8)
+    return to_rgb_upsampled
 
 
 def finish(args, result, out, to_rgb, elapsed, signals) -> int:
@@ -390,6 +530,10 @@ def finish(args, result, out, to_rgb, elapsed, signals) -> int:
         if not_finite:
             report_error("the loss or its gradient was NaN or Inf at the first evaluation; no image "
                          "written (try --dtype float64, or smaller --ratio/--alpha/--beta weights)")
+            return EXIT_FAILED
+        if result.stopped == "time limit":
+            report_error("the time limit ran out before the first evaluation finished; no image written "
+                         "(raise --time-limit)")
             return EXIT_FAILED
         report_error(f"interrupted by {signals.name()} before the first evaluation finished; "
                      f"no image written")
@@ -428,15 +572,22 @@ def write_result(args, rgb, out):
     return None
 
 
-def optimise(args, objective, x0, out, to_rgb):
-    """Run the chosen optimiser with progress and checkpoints; signals stop it cleanly."""
+def optimise(args, objective, x0, out, to_rgb, k: int = 0, stages=None, time_limit=None):
+    """Run the chosen optimiser on stage k of ``stages`` with progress and checkpoints; signals stop
+    it cleanly. The progress line names the stage and its ETA covers the stages still to come."""
     from optim import Progress, adam, gradient_descent, lbfgs
-    progress = Progress(args.iters, quiet=args.quiet, stream=sys.stderr)   # stderr as it is now
+    stages = stages or [Stage(tuple(x0.shape[2:]), None, args.iters, 0, False, args.maxcor)]
+    stage, iterations = stages[k], stages[k].iterations
+    pixels = stage.hw[0] * stage.hw[1]
+    later = sum(st.iterations * st.hw[0] * st.hw[1] / pixels for st in stages[k + 1:])  # in this stage's iterations
+    prefix = f"stage {k + 1}/{len(stages)} {stage.hw[1]}x{stage.hw[0]}: " if len(stages) > 1 else ""
+    progress = Progress(iterations, quiet=args.quiet, stream=sys.stderr, prefix=prefix, after=later)
     failed = []
+    name = f"{out.stem}.stage{k + 1}" if len(stages) > 1 else out.stem
 
     def checkpoint(iteration, x):
         if args.save_every and iteration % args.save_every == 0:
-            path = out.with_name(f"{out.stem}.iter{iteration:04d}.png")
+            path = out.with_name(f"{name}.iter{iteration:04d}.png")
             try:
                 save_rgb(to_rgb(x), path)
             except OSError as exc:              # keep optimising: the final write may still work
@@ -445,10 +596,13 @@ def optimise(args, objective, x0, out, to_rgb):
                           f"({exc.strerror or exc}); going on", file=sys.stderr, flush=True)
                 failed.append(path)
 
-    common = dict(bounds=pixel_bounds(), progress=progress, time_limit=args.time_limit,
+    common = dict(bounds=pixel_bounds(), progress=progress, time_limit=time_limit,
                   on_iteration=checkpoint)
     if args.optimizer == "lbfgs":
-        return lbfgs(objective, x0, args.iters, maxcor=args.maxcor, **common)
+        return lbfgs(objective, x0, iterations, maxcor=stage.maxcor, **common)
+    if args.optimizer == "lbfgs-device":
+        from optim.lbfgs_device import lbfgs_device
+        return lbfgs_device(objective, x0, iterations, maxcor=stage.maxcor, **common)
     if args.optimizer == "adam":
-        return adam(objective, x0, args.iters, lr=args.lr or 2.0, **common)
-    return gradient_descent(objective, x0, args.iters, lr=args.lr, **common)
+        return adam(objective, x0, iterations, lr=args.lr or 2.0, **common)
+    return gradient_descent(objective, x0, iterations, lr=args.lr, **common)

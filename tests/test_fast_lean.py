@@ -1,0 +1,48 @@
+"""The fast engine's lean mode: bit-packed ReLU masks give the normal mode's gradient, bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck import channels_last_copy, rel_error, to_np
+from minivgg.architecture import LAYER_NAMES
+from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward, unpack_mask
+from minivgg.relu import relu_backward, relu_forward
+from minivgg.transfer.objective import Objective
+from minivgg.vgg import CONV_SHAPES, VGG19
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 3), (2, 3, 4, 4), (1, 64, 9, 13)])
+def test_packed_mask_is_relus_own(xp, shape):
+    rng = np.random.default_rng(1)
+    x = xp.asarray(rng.standard_normal(shape))
+    dout = xp.asarray(rng.standard_normal(shape))
+    for order in (lambda a: a, channels_last_copy):
+        out, cache = relu_forward(order(x))
+        packed = pack_relu(out)
+        assert packed.bits.nbytes == -(-x.size // 8)                   # one bit per element
+        assert np.array_equal(to_np(unpack_mask(packed)), to_np(out > 0))
+        got = packed_relu_backward(order(dout), packed)
+        assert float(abs(got - relu_backward(order(dout), cache)).max()) == 0.0
+        assert got.flags.c_contiguous == order(dout).flags.c_contiguous  # the gradient keeps its order
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_lean_objective_equals_the_normal_one(pooling):
+    """The whole objective, float64, synthetic weights: same losses and gradient; fewer arrays kept."""
+    rng = np.random.default_rng(2)
+    params = {name: (rng.standard_normal(shape) * np.sqrt(2 / (9 * shape[1])), rng.standard_normal(shape[0]) * 0.1)
+              for name, shape in CONV_SHAPES.items()}
+    content, style, x = (rng.normal(0, 40, (1, 3, 40, 52)) for _ in range(3))
+    evaluations = []
+    for lean in (False, True):
+        net = VGG19(params, pooling=pooling, dtype="float64", lean=lean)
+        evaluations.append(Objective(net, content, [style])(x))
+        feats, cache = net.forward(x, taps=("conv1_1", "conv3_1"))
+        packed = [name for name, layer in zip(LAYER_NAMES, cache.layers)
+                  if name.startswith("conv") and isinstance(layer[1], PackedReluCache)]
+        convs = [name for name in LAYER_NAMES[:cache.depth] if name.startswith("conv")]
+        assert packed == ([n for n in convs if n not in ("conv1_1", "conv3_1")] if lean else [])
+    normal, lean = evaluations
+    assert float(lean.total_loss) == float(normal.total_loss)
+    assert rel_error(lean.grad, normal.grad) == 0.0
