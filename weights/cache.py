@@ -16,19 +16,26 @@ Loading checks the layout exactly (no missing, extra or mis-shaped dataset)
 and recomputes both checksums, so a damaged file is a ``WeightsError``
 that ``load_or_build`` answers by building the file again. Files are written
 with HDF5's newest format, whose metadata blocks carry their own checksums.
+
+Faults ``load_or_build`` survives (``tests/test_faults.py`` runs each in real
+processes): two first runs at once (one builds, the other waits on the lock,
+then reads); a run killed anywhere in a build (the file is written under a
+temporary name and renamed when complete; the next build removes what the
+killed one left and says so in one line); a file truncated, bit-flipped or
+replaced by another HDF5 file (rebuilt, with one line); a cache folder that is
+read-only, a file, or full (``CacheFolderError``, one line naming the folder).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from weights.atomic import atomic_path, file_lock
+from weights.atomic import atomic_path, building, remove_leftovers, stopped_note
 from weights.errors import WeightsError
-from weights.fetch import notice
+from weights.home import cache_dir, notice, writable_folder  # noqa: F401 (cache_dir: still importable here)
 from weights.table import VGG19_TABLE, check_params
 
 FORMAT = "minivgg-weights-1"
@@ -38,12 +45,6 @@ INPUT_ATTRS = {
     "input_range": "0..255",
     "layout": "OIHW cross-correlation",
 }
-
-
-def cache_dir() -> Path:
-    """``$MINIVGG_HOME`` if set, else ``~/.cache/minivgg`` (not created here)."""
-    home = os.environ.get("MINIVGG_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".cache" / "minivgg"
 
 
 def arrays_sha256(params: dict, table=VGG19_TABLE) -> str:
@@ -168,13 +169,52 @@ def _read_checked(path, table, check) -> tuple:
     return params, attrs
 
 
-def load_or_build(path, build, table=VGG19_TABLE, check=None) -> tuple:
+def file_bytes(table=VGG19_TABLE) -> int:
+    """Bytes a cache file of ``table`` takes on disk: its float32 arrays plus 1 MB for HDF5 and attributes."""
+    return sum(4 * (int(np.prod(e.shape)) + int(np.prod(e.bias_shape))) for e in table) + 2**20
+
+
+def _recovery_note(path, unfinished: str, removed: list, damage) -> str:
+    """The one line said before a rebuild: what was wrong with the last attempt or the file, or ""."""
+    parts = [stopped_note(unfinished, removed, f"building {path}"),
+             "" if damage is None else f"the cached file {path} is damaged or out of date ({damage})"]
+    parts = [part for part in parts if part]
+    return "; ".join(parts) + "; building it again." if parts else ""
+
+
+def _build_and_write(path, build, table, check, damage, check_space):
+    """Under ``path``'s lock: clear a killed build's leftovers (one note), build, write atomically.
+
+    Returns (params, attrs) read from a good file another process built while
+    this one waited for the lock, else None (this process built it).
+    """
+    with building(path) as unfinished:
+        if path.exists():
+            try:
+                return _read_checked(path, table, check)
+            except WeightsError as exc:
+                damage = exc
+        note = _recovery_note(path, unfinished, remove_leftovers(path.parent, path.name + "."), damage)
+        if note:
+            notice(note)
+        check_space()
+        params, attrs = build()
+        write_params_h5(path, params, attrs, table)
+    return None
+
+
+def load_or_build(path, build, table=VGG19_TABLE, check=None, need=None,
+                  what="the VGG-19 weights") -> tuple:
     """Read the cache file ``path``, building and writing it first when absent, damaged or stale.
 
     build: () -> (params, attrs), called at most once, under ``path``'s lock.
     check: optional (attrs) -> None, raising ``WeightsError`` when the file is stale.
-    Returns (params, attrs). A damaged file is reported in one line and rebuilt;
-    a second process arriving during the build waits for the lock, then reads.
+    need: bytes the build needs in ``path``'s folder (default: the file itself).
+    what: what the file caches, for messages.
+    Returns (params, attrs). A damaged file or a killed earlier build is reported
+    in one line and rebuilt; a second process arriving during the build waits
+    for the lock, then reads. A folder that cannot take the build raises
+    ``CacheFolderError`` (one line naming it) before anything is fetched.
     """
     path = Path(path)
     damage = None
@@ -183,14 +223,8 @@ def load_or_build(path, build, table=VGG19_TABLE, check=None) -> tuple:
             return _read_checked(path, table, check)
         except WeightsError as exc:
             damage = exc
-    with file_lock(path):
-        if path.exists():
-            try:
-                return _read_checked(path, table, check)   # another process may have just built it
-            except WeightsError as exc:
-                damage = exc
-        if damage is not None:
-            notice(f"the cached file {path} is damaged or out of date ({damage}); building it again.")
-        params, attrs = build()
-        write_params_h5(path, params, attrs, table)
-    return _read_checked(path, table, check)
+    action = (f"cannot rebuild {path}, which is damaged or out of date" if damage is not None
+              else f"cannot cache {what}")
+    with writable_folder(path.parent, file_bytes(table) if need is None else need, action) as check_space:
+        found = _build_and_write(path, build, table, check, damage, check_space)
+    return found or _read_checked(path, table, check)       # read back what was written

