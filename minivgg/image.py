@@ -5,13 +5,22 @@
 
 This is an I/O boundary: it works on NumPy arrays (a CuPy ``x`` is copied to
 the host by ``net_to_rgb``). Every problem reading a file becomes one
-``ImageError`` whose message names the file and the problem.
+``ImageError`` whose one-line message names the file and the problem.
+
+Hostile files (``tests/test_faults.py``): an image declaring more than
+``MAX_PIXELS`` pixels is refused from its header, before any pixel is decoded
+(a decompression bomb is a few hundred bytes declaring 100000 x 100000); a
+truncated stream is refused when decoding reaches its end; of an animated or
+multi-page image the first frame is used, with a note. Decoding costs about
+``DECODE_BYTES_PER_PIXEL`` bytes per pixel of the file, whatever the output size.
 """
 from __future__ import annotations
 
 import errno
 import os
+import time
 import warnings
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +30,15 @@ from minivgg.backend import to_numpy
 from minivgg.vgg import MEAN_BGR
 
 _MEAN = np.array(MEAN_BGR, dtype=np.float64).reshape(1, 3, 1, 1)
+
+#: Largest image ``load_rgb`` decodes: 2**26 pixels (8192 x 8192; a 61-megapixel camera's
+#: 9504 x 6336 fits). Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, 89 Mpx, an error only
+#: past twice that) is left alone: this one is lower and is checked from the header.
+MAX_PIXELS = 2**26
+#: Peak memory of ``load_rgb`` per pixel of the file, an upper bound: Pillow's decoded image
+#: (4 bytes) is freed once copied to uint8 (3), then the float64 (H, W, 3) result (24) is made;
+#: measured 27.1 for RGB PNG and JPEG, 30.1 for RGBA PNG (``tests/test_faults.py`` checks it).
+DECODE_BYTES_PER_PIXEL = 32
 
 
 class ImageError(ValueError):
@@ -52,7 +70,12 @@ def pixel_bounds():
 
 
 def _to_rgb_array(img: Image.Image, notes: list) -> np.ndarray:
-    """Any Pillow mode -> (H, W, 3) float64 RGB in 0..255; ``notes`` says what was changed."""
+    """Any Pillow mode -> (H, W, 3) RGB in 0..255, uint8 from 8-bit modes, else float64.
+
+    ``notes`` says what was changed. The 8-bit result stays uint8 so that the
+    caller can let go of Pillow's copy (4 bytes per pixel) before making the
+    float64 one (24 bytes per pixel).
+    """
     if img.mode.startswith("I;16"):                                  # 16-bit grayscale
         notes.append("16-bit grayscale scaled to 8-bit range and used as RGB")
         a = np.asarray(img, dtype=np.float64) / 257.0                 # 65535 -> 255
@@ -80,7 +103,7 @@ def _to_rgb_array(img: Image.Image, notes: list) -> np.ndarray:
         notes.append("CMYK converted to RGB")
     if img.mode in ("1", "L"):
         notes.append("grayscale used as RGB")
-    return np.asarray(img.convert("RGB"), dtype=np.float64)
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -102,10 +125,21 @@ def _check_readable(path: Path, label: str) -> None:
         raise ImageError(f"{label}: the file is empty")
 
 
-def _decode(path: Path, notes: list) -> np.ndarray:
+def _check_pixels(img: Image.Image, label: str) -> None:
+    """Refuse, from the header alone, an image of more than ``MAX_PIXELS`` pixels."""
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{label}: {width}x{height} pixels is more than the {MAX_PIXELS:,} (8192x8192) "
+                         f"minivgg decodes, a guard against decompression bombs (it would take about "
+                         f"{DECODE_BYTES_PER_PIXEL * width * height / 2**30:.1f} GiB to decode); "
+                         f"shrink the image first, e.g. to 4096 pixels on its long side")
+
+
+def _decode(path: Path, label: str, notes: list) -> np.ndarray:
     """Open, fully decode, orient and convert one image file; Pillow's own errors pass through."""
     with Image.open(path) as img:
-        frames = getattr(img, "n_frames", 1)
+        _check_pixels(img, label)
+        animated = getattr(img, "is_animated", False)              # looks at frame 2 only, not all
         img.load()                                                  # decode now: truncation shows here
         try:
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
@@ -115,18 +149,24 @@ def _decode(path: Path, notes: list) -> np.ndarray:
             notes.append(f"EXIF data unreadable, orientation ignored ({type(exc).__name__})")
         if orientation in _ORIENTATION_WORDS:
             notes.append(f"{_ORIENTATION_WORDS[orientation]} as its EXIF orientation ({orientation}) says")
-        if frames > 1:
-            notes.append(f"first frame of {frames} used")
+        if animated:
+            notes.append("animated or multi-page image: its first frame is used")
         return _to_rgb_array(oriented, notes)
+
+
+def _one_line(message: str) -> str:
+    """``message`` with its line breaks turned into spaces (Pillow's messages may hold some)."""
+    return message.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
 def load_rgb(path, what="image") -> tuple[np.ndarray, list]:
     """Read ``path`` as (H, W, 3) float64 RGB 0..255, EXIF orientation applied.
 
     Returns (rgb, notes): notes say what was changed on the way (transparency
-    flattened onto white, CMYK or 16-bit converted, rotated by EXIF, Pillow's
-    warnings). Raises ImageError "<what> 'path': <problem>" for a missing file,
-    a directory, no permission, an empty, truncated, damaged or non-image file.
+    flattened onto white, CMYK or 16-bit converted, rotated by EXIF, first frame
+    of an animation, Pillow's warnings). Raises ImageError "<what> 'path':
+    <problem>" (one line) for a missing file, a directory, no permission, an
+    empty, truncated, damaged or non-image file, or more than ``MAX_PIXELS``.
     """
     path = Path(path)
     label = f"{what} '{path}'"
@@ -135,22 +175,27 @@ def load_rgb(path, what="image") -> tuple[np.ndarray, list]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            rgb = _decode(path, notes)
+            rgb = _decode(path, label, notes)                     # the file is closed here
+        rgb = np.asarray(rgb, dtype=np.float64)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not an image file (Pillow cannot identify its format)") from None
     except PermissionError:
         raise ImageError(f"{label}: permission denied (cannot read the file)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{label}: too many pixels to decode safely ({exc})") from None
+        raise ImageError(_one_line(f"{label}: too many pixels to decode safely ({exc}); shrink the "
+                                   f"image first, e.g. to 4096 pixels on its long side")) from None
     except MemoryError:
         raise ImageError(f"{label}: not enough memory to decode the image") from None
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise ImageError(f"{label}: permission denied (cannot read the file)") from None
-        raise ImageError(f"{label}: the file is truncated or damaged ({exc})") from None
+        raise ImageError(_one_line(f"{label}: the file is truncated or damaged ({exc})")) from None
     except Exception as exc:  # a damaged file can make any of Pillow's decoders fail
-        raise ImageError(f"{label}: cannot decode the image ({type(exc).__name__}: {exc})") from None
-    notes += [f"Pillow warned: {w.message}" for w in caught]
+        raise ImageError(_one_line(f"{label}: cannot decode the image "
+                                   f"({type(exc).__name__}: {exc})")) from None
+    notes += [_one_line(f"Pillow warned: {w.message}") for w in caught]
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"{label}: the image has no pixels")
     return rgb, notes
@@ -174,9 +219,11 @@ def fit_long_side(height: int, width: int, long_side: int) -> tuple[int, int]:
 def save_rgb(rgb_uint8, path) -> Path:
     """Write (H, W, 3) uint8 RGB as PNG, completely or not at all; returns the path.
 
-    The PNG goes to a hidden temporary file in the same folder, is flushed to
-    the disk, then renamed over ``path`` (atomic on POSIX): a reader, or a
-    process killed mid-write, never sees a partial file at ``path``.
+    The PNG goes to a hidden temporary file ``.<name>.<pid>.tmp`` in the same
+    folder, is flushed to the disk, then renamed over ``path`` (atomic on
+    POSIX): a reader, or a process killed mid-write, never sees a partial file
+    at ``path``. What a killed writer left is removed by the next save of the
+    same name (``_remove_abandoned``).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -189,4 +236,35 @@ def save_rgb(rgb_uint8, path) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    _remove_abandoned(path)
     return path
+
+
+#: A temporary file of ``save_rgb`` older than this whose process is gone was abandoned (the age
+#: guards a writer in another PID namespace, e.g. another container sharing the folder).
+ABANDONED_AFTER_S = 600
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove ``.<path name>.<pid>.tmp`` files of processes that no longer exist, if old enough."""
+    prefix = f".{path.name}."
+    for entry in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        pid = entry.name[len(prefix):-len(".tmp")]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if time.time() - entry.stat().st_mtime > ABANDONED_AFTER_S:
+                entry.unlink()
+        except OSError:                                # gone already, or not ours to remove
+            pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                            # exists, owned by someone else
+        return True
+    return True

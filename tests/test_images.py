@@ -234,7 +234,7 @@ def test_first_frame_of_an_animation(tmp_path):
     frames[0].save(path, save_all=True, append_images=frames[1:])
     rgb, notes = load(path)
     assert np.allclose(rgb[0, 0], (255, 0, 0), atol=2)
-    assert any("first frame of 2" in n for n in notes)
+    assert any("animated or multi-page image: its first frame is used" in n for n in notes)
 
 
 # ---------------------------------------------------------------- writing
