@@ -275,14 +275,38 @@ def available_memory_bytes(device: str = "cpu") -> int | None:
         free, _ = xp.cuda.runtime.memGetInfo()
         return int(free) + int(xp.get_default_memory_pool().free_bytes())
     candidates = [_meminfo_available()]
-    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = _read_int(limit_path), _read_int(usage_path)
+    for folder, limit_name, usage_name in _cgroup_folders():
+        limit, usage = _read_int(f"{folder}/{limit_name}"), _read_int(f"{folder}/{usage_name}")
         if limit is not None and usage is not None and limit < 2**60:   # "max" or v1's huge "no limit"
             candidates.append(max(0, limit - usage))
     known = [c for c in candidates if c is not None]
     return min(known) if known else None
+
+
+def _cgroup_folders(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup"):
+    """(folder, limit file, usage file) of this process's memory cgroup and each of its ancestors.
+
+    /proc/self/cgroup names the process's own cgroup ("0::/path" on v2, "N:memory:/path" on v1);
+    a limit set on any ancestor applies too, so every folder up to the root is listed.
+    """
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, names = root, ("memory.max", "memory.current")                      # v2
+        elif "memory" in controllers.split(","):
+            base, names = f"{root}/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")  # v1
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        found += [("/".join([base, *parts[:k]]), *names) for k in range(len(parts), -1, -1)]
+    return found or [(root, "memory.max", "memory.current"),
+                     (f"{root}/memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
 
 
 def _gb(n: int) -> str:

@@ -121,3 +121,27 @@ def test_reference_engine_counts_its_whole_unrolled_matrix():
     assert conv1_2 >= 9 * 64 * 512 * 512 * 4                        # the unrolled input, 9x its size
     assert ref.phase == "evaluation" and ref.transient >= conv1_2
     assert ref.baseline < fast.baseline and ref.total > fast.total
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_available_memory_reads_this_process_cgroup_and_its_ancestors(tmp_path, monkeypatch, version):
+    """A limit on the process's own (nested) cgroup counts, not only the root's: how containers and
+    `systemd-run -p MemoryMax=` limit a job."""
+    proc = tmp_path / "cgroup"
+    if version == "v1":
+        proc.write_text("9:pids:/\n4:cpu,cpuacct:/job\n3:memory:/outer/job\n")
+        base, names = tmp_path / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    else:
+        proc.write_text("0::/outer/job\n")
+        base, names = tmp_path, ("memory.max", "memory.current")
+    folders = memory._cgroup_folders(str(proc), str(tmp_path))
+    assert [f for f, *_ in folders] == [f"{base}/outer/job", f"{base}/outer", str(base)]
+    for folder, limit, usage in ((base / "outer" / "job", 8 * 2**30, 3 * 2**30), (base / "outer", 16 * 2**30, 3 * 2**30)):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / names[0]).write_text(f"{limit}\n")
+        (folder / names[1]).write_text(f"{usage}\n")
+    (base / names[0]).write_text("max\n" if version == "v2" else f"{2**63 - 4096}\n")
+    (base / names[1]).write_text("0\n")
+    monkeypatch.setattr(memory, "_cgroup_folders", lambda: folders)
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: 20 * 2**30)
+    assert available_memory_bytes() == 5 * 2**30                     # the job's 8 GiB, 3 used

@@ -228,11 +228,14 @@ def stage_sizes(args, reference_hw, size: int):
     need = min_input_size(layer)
     what = "start --scales at" if len(args.scales) > 1 else "use --size"
     if min(hw) < need:
+        smallest = smallest_size(*reference_hw, need)
+        crop = (f"; at {max(reference_hw) // max(1, min(reference_hw))}:1, cropping the image is the "
+                f"better fix" if smallest > 4096 else "")
         raise UsageError(
             f"the {'stage at ' + str(size) if len(args.scales) > 1 else 'output'} would be "
             f"{hw[1]}x{hw[0]} pixels (width x height), too small for {layer}, which needs at least "
-            f"{need} pixels on each side: {what} {smallest_size(*reference_hw, need)} or more "
-            f"for this {reference_hw[1]}x{reference_hw[0]} image")
+            f"{need} pixels on each side: {what} {smallest} or more "
+            f"for this {reference_hw[1]}x{reference_hw[0]} image{crop}")
     if min(style_hw) < need:
         raise UsageError(
             f"the style image would be {style_hw[1]}x{style_hw[0]} pixels, too small for {layer}, "
