@@ -41,7 +41,11 @@ Reported per case:
 ``--torch`` runs the same objective in PyTorch (autograd, F.conv2d) beside
 ours, in its own subprocess, when torch is importable; it is never a
 dependency of minivgg. TF32 is switched off there, as CuPy's float32 GEMMs do
-not use it. ``--lbfgs-iterations N`` additionally runs N L-BFGS-B iterations
+not use it. ``--optimizer lbfgs lbfgs-device`` times the optimisers instead:
+the optimiser's own seconds per iteration (``optimizer_seconds_per_iteration``,
+wall time minus the time inside evaluations) beside ``seconds_per_eval``, on a
+SIZE x 3/4 SIZE image (512 -> 512x384, 590k unknowns), float32, real weights.
+``--lbfgs-iterations N`` additionally runs N L-BFGS-B iterations
 (``optim.lbfgs``) after the timings, to measure the optimiser's memory too.
 """
 from __future__ import annotations
@@ -228,6 +232,47 @@ def run_ours(case: dict) -> dict:
     return row
 
 
+def run_optimizer(case: dict) -> dict:
+    """One optimiser on the paper's objective at size x 3/4 size (4:3, like the demo's photo): its own
+    seconds per iteration, the evaluations' time taken out. The result row (a dict)."""
+    from minivgg.backend import synchronize, to_device
+    from minivgg.image import pixel_bounds
+    from minivgg.transfer.objective import Objective
+    from minivgg.vgg import VGG19
+    from optim import lbfgs, lbfgs_device
+
+    width, device, dtype = case["size"], case["device"], case["dtype"]
+    height = width * 3 // 4
+    net = VGG19(load_params(case["weights"]), pooling="avg", dtype=dtype, device=device)
+    content, style, x0 = (to_device(a, device).astype(dtype) for a in _images(height, width))
+    objective = Objective(net, content, [style], alpha=ALPHA, beta=BETA, content_layer=CONTENT_LAYER,
+                          style_layers=PAPER_STYLE_LAYERS)
+    spent = []
+
+    def timed(x):
+        start = time.perf_counter()
+        ev = objective(x)
+        synchronize(ev.grad)
+        spent.append(time.perf_counter() - start)
+        return ev
+
+    timed(x0)                                                       # warm-up: first-use costs out
+    spent.clear()
+    run = lbfgs if case["optimizer"] == "lbfgs" else lbfgs_device
+    start = time.perf_counter()
+    result = run(timed, x0, case["iterations"], bounds=pixel_bounds(), maxcor=case["maxcor"])
+    wall = time.perf_counter() - start
+    iterations = max(result.iterations, 1)
+    row = {"impl": "minivgg", "optimizer": case["optimizer"], "size": width, "height": height,
+           "width": width, "unknowns": 3 * height * width, "device": device, "dtype": dtype,
+           "iterations": result.iterations, "evaluations": len(spent),
+           "seconds_per_eval": statistics.median(spent),
+           "optimizer_seconds_per_iteration": (wall - sum(spent)) / iterations,
+           "final_loss": result.loss, "maxcor": case["maxcor"], "weights": case["weights"]}
+    row.update(blas_info())
+    return row
+
+
 def run_torch(case: dict) -> dict:
     """The same objective in PyTorch (autograd), in this process: the result row. Needs torch."""
     import torch
@@ -377,17 +422,50 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lbfgs-iterations", type=int, default=0, metavar="N",
                         help="after timing, run N L-BFGS-B iterations so the peak includes the optimiser")
     parser.add_argument("--maxcor", type=int, default=20, help="L-BFGS-B correction pairs (default 20)")
+    parser.add_argument("--optimizer", choices=("lbfgs", "lbfgs-device"), nargs="+",
+                        help="time these optimisers instead of one evaluation: each runs "
+                             "--optimizer-iterations iterations on a SIZE x 3/4 SIZE image and reports "
+                             "its own seconds per iteration (evaluations excluded) beside the seconds "
+                             "per evaluation")
+    parser.add_argument("--optimizer-iterations", type=int, default=20, metavar="N",
+                        help="iterations per optimiser with --optimizer (default 20)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)        # internal: run one case, print its row
     return parser
+
+
+def _optimizer_rows(args) -> int:
+    """--optimizer: one subprocess per (size, optimiser), one JSON row (or table line) each."""
+    failed = False
+    for size in args.sizes:
+        for optimizer in dict.fromkeys(args.optimizer):
+            case = {"impl": "optimizer", "optimizer": optimizer, "size": size, "device": args.device,
+                    "dtype": args.dtype, "maxcor": args.maxcor, "weights": args.weights,
+                    "iterations": args.optimizer_iterations}
+            row = _run_case_in_subprocess(case)
+            failed |= "error" in row
+            if args.json:
+                print(json.dumps(row), flush=True)
+            elif "error" in row:
+                print(f"{optimizer:13} {size:>5}: failed: {row['error']}")
+            else:
+                print(f"{optimizer:13} {row['width']}x{row['height']} {row['unknowns']:>8} unknowns: "
+                      f"{row['seconds_per_eval']:.3f} s/evaluation, optimiser "
+                      f"{row['optimizer_seconds_per_iteration']:.4f} s/iteration "
+                      f"({row['optimizer_seconds_per_iteration'] / row['seconds_per_eval']:.1%} of an "
+                      f"evaluation), {row['iterations']} iterations, {row['evaluations']} evaluations")
+    return 1 if failed else 0
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.worker:
         case = json.loads(args.worker)
-        row = run_torch(case) if case["impl"] == "torch" else run_ours(case)
+        run = {"torch": run_torch, "optimizer": run_optimizer}.get(case["impl"], run_ours)
+        row = run(case)
         print(json.dumps(row), flush=True)
         return 0
+    if args.optimizer:
+        return _optimizer_rows(args)
     impls = [("minivgg", conv) for conv in dict.fromkeys(args.conv)]
     if args.torch:
         if torch_importable():
