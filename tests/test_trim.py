@@ -84,3 +84,19 @@ def test_the_starry_night_sample_loses_its_frame():
     for line in (grey[0], grey[-1], grey[:, 0], grey[:, -1]):   # no black line is left on any side
         assert line[len(line) // 10:-len(line) // 10].mean() > 40
     assert find_border(cropped) == (0, 0, 0, 0)              # trimming twice changes nothing more
+
+
+def test_the_command_line_trims_only_when_asked_or_for_framed_samples(cli, tmp_path):
+    """A user's framed image is left alone unless --trim-border; the framed sample is cut by default."""
+    from PIL import Image
+    path = tmp_path / "framed.png"
+    Image.fromarray(framed(textured(40, 52)).astype(np.uint8)).save(path)
+    cheap = ("--mode", "texture", "--style-layers", "conv1_1", "--size", "32", "--iters", "1")
+    code, _, err = cli(*cheap, "--style", path, "--out", "a.png")
+    assert code == 0 and "frame cut" not in err
+    code, _, err = cli(*cheap, "--style", path, "--trim-border", "--out", "b.png")
+    assert code == 0 and "note: style framed: frame cut:" in err   # capped at 10% of each side here
+    code, _, err = cli(*cheap, "--out", "c.png")                      # the default style: starry_night
+    assert code == 0 and "frame cut" in err
+    code, _, err = cli(*cheap, "--no-trim-border", "--out", "d.png")
+    assert code == 0 and "frame cut" not in err

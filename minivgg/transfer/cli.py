@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="total-variation weight (not in the paper; default 0)")
     mode.add_argument("--preserve-color", action="store_true",
                       help="luminance-only transfer that keeps the content's colours (Gatys et al. 2016)")
+    io.add_argument("--trim-border", action=argparse.BooleanOptionalAction, default=None,
+                    help="cut a dark frame (mount, canvas edge) off the images before use (default: "
+                         "on for framed samples such as starry_night, off for your own files)")
     net = p.add_argument_group("network")
     net.add_argument("--pooling", choices=("avg", "max"), default="avg",
                      help="average (the paper's, default) or max pooling")

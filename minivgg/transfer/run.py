@@ -27,6 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from minivgg.backend import gpu_status, to_device
+from minivgg.image import FRAMED_SAMPLES
+from minivgg.image import trim_border as trim_border_of
 from minivgg.image import (ImageError, fit_long_side, load_rgb, net_to_rgb, pixel_bounds,
                            resize_rgb, rgb_to_net, save_rgb)
 from minivgg.transfer import color
@@ -186,12 +188,26 @@ def _sample(spec: str, what: str):
     return samples.sample_path(spec)
 
 
-def resolve_image(spec: str, what: str):
-    """A path if one exists (or looks like one), else a sample name -> (rgb, notes)."""
+def resolve_image(spec: str, what: str, trim_border=None):
+    """A path if one exists (or looks like one), else a sample name -> (rgb, notes).
+
+    trim_border: True cuts a dark frame (``minivgg.image.trim_border``), False never does, None
+    (the default) does for the framed samples (``FRAMED_SAMPLES``) and not for the user's files.
+    """
     path = Path(spec)
     if path.exists() or os.sep in spec or (os.altsep and os.altsep in spec):
-        return load_rgb(path, what)
-    return load_rgb(_sample(spec, what), what)
+        rgb, notes = load_rgb(path, what)
+        framed = False
+    else:
+        sample = _sample(spec, what)
+        rgb, notes = load_rgb(sample, what)
+        framed = Path(sample).stem in FRAMED_SAMPLES
+    if trim_border or (trim_border is None and framed):
+        rgb, (top, bottom, left, right) = trim_border_of(rgb)
+        if top or bottom or left or right:
+            notes.append(f"frame cut: {top}, {bottom}, {left}, {right} px off top, bottom, left, right "
+                         f"(--no-trim-border keeps it)")
+    return rgb, notes
 
 
 def used_layers(args) -> list:
@@ -332,12 +348,12 @@ def load_inputs(args):
     has_content, has_style = roles(args)
     content = None
     if has_content:
-        content, n = resolve_image(args.content, "content image")
+        content, n = resolve_image(args.content, "content image", args.trim_border)
         notes += [f"content: {m}" for m in n]
     styles = []
     if has_style:
         for spec in args.style:
-            rgb, n = resolve_image(spec, "style image")
+            rgb, n = resolve_image(spec, "style image", args.trim_border)
             styles.append(rgb)
             notes += [f"style {Path(spec).stem}: {m}" for m in n]
     init = None
