@@ -45,6 +45,28 @@ def test_fast_and_reference_objectives_agree_on_the_real_network(vgg_params, set
           f"gradient {rel_error(fast[3], ref[3]):.1e}")
 
 
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_fast_and_reference_agree_with_perceptual_controls(vgg_params, pooling):
+    """Spatial control (soft content masks, a style mask, styles of other sizes) and two weighted
+    content layers, one of them also a style layer: the engines agree to float64 rounding."""
+    from minivgg.transfer.objective import Objective
+    from minivgg.vgg import VGG19
+    x, content, styles = _images(23, 2)
+    h, w = content.shape[2:]
+    left = 1 / (1 + np.exp((np.arange(w)[None, :] - w / 2) / 3.0)) * np.ones((h, 1))   # soft edge
+    style_mask = np.random.default_rng(24).random(styles[1].shape[2:])
+    kwargs = dict(alpha=1e-3, beta=1.0, content_layers={"conv4_2": 1.0, "conv3_1": 0.5}, tv_weight=1e-2,
+                  style_layers=("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
+                  content_masks=[left, 1 - left], style_masks=[None, style_mask])
+    fast, ref = (Objective(VGG19(vgg_params, pooling=pooling, dtype="float64", engine=engine),
+                           content, styles, **kwargs)(x) for engine in ("fast", "reference"))
+    for got, want in zip(fast[:4], ref[:4]):                    # content, style, tv, total
+        assert abs(float(got) / float(want) - 1) < 1e-12
+    assert rel_error(fast.grad, ref.grad) < 1e-12
+    print(f"{pooling}: losses {[abs(float(g) / float(w) - 1) for g, w in zip(fast[:4], ref[:4])]}, "
+          f"gradient {rel_error(fast.grad, ref.grad):.1e}")
+
 def _executed_lines(call):
     """{file: lines} of the project's own code (tests and installed packages excluded) that call() executes."""
     hits = defaultdict(set)
