@@ -11,7 +11,8 @@ import argparse
 import math
 import sys
 
-from minivgg.architecture import LAYER_NAMES, PAPER_STYLE_LAYERS
+from minivgg.architecture import LAYER_NAMES, PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS
+from minivgg.transfer import control
 from minivgg.transfer.common import INIT_CHOICES, PROG, UsageError, closest, report_error
 from minivgg.transfer.run import EXIT_FAILED, Signals, run
 
@@ -32,6 +33,16 @@ examples:
   {PROG} --mode content --content-layer conv4_1      # Fig. 1 content row
   {PROG} --mode texture --style-layers conv1_1 conv2_1 conv3_1   # Fig. 1 style row
   {PROG} --preserve-color --ratio 1e-4
+  {PROG} --preserve-color histogram                  # the photo's colours, the painting's strokes
+  {PROG} --style starry_night fruits --content-masks left.png right.png   # one style per region
+  {PROG} --style-size 128                            # finer strokes: a smaller style image
+  {PROG} --content-layers conv4_2 conv5_2:0.5
+
+masks (spatial control, Gatys et al. 2017): greyscale images, white where the region
+is, black elsewhere, grey on soft edges. --content-masks gives one per style image,
+over the content image: where that style applies. --style-masks gives one per style
+image, over that image: the part its style is learnt from ('all': the whole image).
+A mask of another size with its image's aspect ratio is resized (with a note).
 
 output: an existing output file is never overwritten unless --force is given: the
 result goes to a new numbered name instead (out-1.png, out-2.png, ...), and the
@@ -118,12 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--style-scale", type=_positive(float), default=1.0,
                     help="style image size relative to the content's (default 1: the paper "
                          "resizes the style to the content's size)")
+    io.add_argument("--style-size", type=_positive(int), metavar="PX",
+                    help="long side of each style image in pixels, its aspect ratio kept (scale "
+                         "control, Gatys et al. 2017: a smaller style image gives finer strokes; with "
+                         "--scales, at the output size). Default: resized to the output's size")
+    io.add_argument("--content-masks", nargs="+", metavar="MASK",
+                    help="spatial control: one mask per style image, over the content image, white "
+                         "where that style applies (see masks below)")
+    io.add_argument("--style-masks", nargs="+", metavar="MASK",
+                    help="with --content-masks: one mask per style image, over that image, white where "
+                         "its style is learnt from ('all': the whole image)")
     mode = p.add_argument_group("what to optimise")
     mode.add_argument("--mode", choices=("transfer", "content", "texture"), default="transfer",
                       help="transfer (default); content: reconstruct the content image from one "
                            "layer (Fig. 1 content row); texture: synthesise the style alone "
                            "(Fig. 1 style row)")
-    mode.add_argument("--content-layer", default="conv4_2", help="default %(default)s")
+    mode.add_argument("--content-layer", help=f"default {PAPER_CONTENT_LAYER}")
+    mode.add_argument("--content-layers", nargs="+", metavar="LAYER[:W]",
+                      help="several content layers instead, each optionally with its weight (default "
+                           "1), e.g. conv4_2 conv5_2:0.5")
     mode.add_argument("--style-layers", nargs="+", default=list(PAPER_STYLE_LAYERS), metavar="LAYER[:W]",
                       help="style layers, each optionally with its weight w_l (default "
                            "conv1_1..conv5_1, 1/5 each)")
@@ -133,8 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--beta", type=_positive(float), help="explicit style weight (overrides --ratio)")
     mode.add_argument("--tv-weight", type=_non_negative(float), default=0.0,
                       help="total-variation weight (not in the paper; default 0)")
-    mode.add_argument("--preserve-color", action="store_true",
-                      help="luminance-only transfer that keeps the content's colours (Gatys et al. 2016)")
+    mode.add_argument("--preserve-color", nargs="?", const="luminance", choices=control.PRESERVE_COLOR,
+                      help="keep the content's colours: luminance (also when given alone): "
+                           "luminance-only transfer (Gatys et al. 2016); histogram: the style "
+                           "images' colours matched to the content's mean and covariance first "
+                           "(Gatys et al. 2017)")
     io.add_argument("--trim-border", action=argparse.BooleanOptionalAction, default=None,
                     help="cut a dark frame (mount, canvas edge) off the images before use (default: "
                          "on for framed samples such as starry_night, off for your own files)")
@@ -274,7 +301,11 @@ def parse_args(argv=None):
     """Parse and check everything that needs no file or network; raises UsageError."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(_join_negative_numbers(argv))
-    check_layer(args.content_layer)
+    if args.content_layer is not None and args.content_layers is not None:
+        raise UsageError("give --content-layer or --content-layers, not both")
+    args.content_layers = (control.parse_content_layers(args.content_layers) if args.content_layers
+                           else {check_layer(args.content_layer or PAPER_CONTENT_LAYER): 1.0})
+    args.content_layer = next(iter(args.content_layers))          # the first: for labels
     args.style_layers, args.style_layer_weights = parse_style_layers(args.style_layers)
     if args.style_blend is not None and len(args.style_blend) != len(args.style):
         raise UsageError(f"--style-blend has {len(args.style_blend)} weights for "
@@ -295,6 +326,7 @@ def parse_args(argv=None):
         args.conv = "winograd"
     if args.preserve_color and args.mode != "transfer":
         raise UsageError("--preserve-color applies to --mode transfer only")
+    control.check_controls(args)
     if args.init == "content" and args.mode == "texture":
         raise UsageError("--init content needs a content image: not with --mode texture")
     if args.init == "style" and args.mode == "content":

@@ -1,7 +1,9 @@
-"""Colour preservation by luminance-only transfer (Gatys, Bethge, Hertzmann & Shechtman 2016,
-"Preserving Color in Neural Artistic Style Transfer").
+"""Colour preservation: luminance-only transfer (Gatys, Bethge, Hertzmann & Shechtman 2016,
+"Preserving Color in Neural Artistic Style Transfer"), and colour histogram matching (Gatys,
+Ecker, Bethge, Hertzmann & Shechtman 2017, "Controlling Perceptual Factors in Neural Style
+Transfer").
 
-Transfer runs on luminance images: the content's luminance Y_c, and the
+Luminance (``--preserve-color luminance``): transfer runs on luminance images: the content's luminance Y_c, and the
 style's luminance Y_s matched to the content's mean and standard deviation
 (Y_s' = sigma_c / sigma_s * (Y_s - mu_s) + mu_c). Both are fed to VGG as gray
 RGB images. The result's luminance is then recombined with the content's
@@ -9,7 +11,13 @@ colour channels (I, Q of YIQ). Peer tools instead run an ordinary transfer
 and only swap the chroma afterwards, which keeps the style's colours in the
 luminance optimisation.
 
-Shapes: rgb (H, W, 3) float 0..255; y (H, W).
+Histogram matching (``--preserve-color histogram``): before the optimisation, the
+style image's pixels x (colour vectors) are mapped linearly, x' = A x + b, so that
+their mean and covariance are the content's; the transfer then runs as usual, in
+colour, and its result is kept as it is (``histogram_transform`` gives A and states
+the choice of matrix square root).
+
+Shapes: rgb (H, W, 3) float 0..255; y (H, W); mean (3,), covariance and A (3, 3).
 """
 from __future__ import annotations
 
@@ -48,3 +56,53 @@ def recombine(result_rgb, content_rgb):
     yiq = rgb_to_yiq(content_rgb)
     yiq[:, :, 0] = rgb_to_yiq(result_rgb)[:, :, 0]
     return yiq_to_rgb(yiq)
+
+
+# ---------------------------------------------------------------- histogram matching (Gatys et al. 2017)
+
+#: Floor on the style's colour-covariance eigenvalues, in (0..255 levels)^2: one grey level's
+#: variance. A style image with no spread along some colour direction (a grey painting) has
+#: nothing there to stretch, and the floor keeps its inverse square root finite.
+EIGENVALUE_FLOOR = 1.0
+
+
+def color_statistics(rgb):
+    """(mean (3,), covariance (3, 3)) of an (H, W, 3) image's pixels, as colour vectors."""
+    pixels = np.asarray(rgb, dtype=np.float64).reshape(-1, 3)     # (H*W, 3)
+    mean = pixels.mean(axis=0)
+    centred = pixels - mean
+    return mean, centred.T @ centred / len(pixels)                 # population covariance
+
+
+def symmetric_power(cov, power: float, floor: float = 0.0):
+    """cov^power for a symmetric positive semi-definite (3, 3) cov: U diag(lambda^power) U^T,
+    with the eigenvalues lambda floored at ``floor`` first (the principal, symmetric root)."""
+    lam, u = np.linalg.eigh(cov)                                   # cov = U diag(lam) U^T
+    return (u * np.maximum(lam, floor) ** power) @ u.T
+
+
+def histogram_transform(style_rgb, content_rgb):
+    """(A (3, 3), b (3,)) of the linear map x' = A x + b that gives the style's pixels the
+    content's mean and covariance: A = S_c^(1/2) S_s^(-1/2), b = mu_c - A mu_s.
+
+    Then A S_s A^T = S_c^(1/2) S_s^(-1/2) S_s S_s^(-1/2) S_c^(1/2) = S_c. Any A = S_c^(1/2) Q S_s^(-1/2)
+    with Q orthogonal does that. The choice here, Q = I with the *symmetric* (principal) square
+    roots from the eigendecomposition, is the "Image Analogies" colour transfer that Gatys et al.
+    2017 use (their code's ``mode='pca'``); the other candidates are the Cholesky factors,
+    A = L_c L_s^-1, which depend on the order of the colour channels (a rotation R of colour space
+    gives R A R^T here, not with Cholesky), and the symmetric optimal-transport map
+    S_s^(-1/2) (S_s^(1/2) S_c S_s^(1/2))^(1/2) S_s^(-1/2). The style's eigenvalues are floored at
+    ``EIGENVALUE_FLOOR`` before the inverse root.
+    """
+    mu_s, cov_s = color_statistics(style_rgb)
+    mu_c, cov_c = color_statistics(content_rgb)
+    a = symmetric_power(cov_c, 0.5) @ symmetric_power(cov_s, -0.5, floor=EIGENVALUE_FLOOR)
+    return a, mu_c - a @ mu_s
+
+
+def histogram_match(style_rgb, content_rgb):
+    """The style image (H, W, 3) with the content's colour mean and covariance: A x + b per pixel
+    (``histogram_transform``), clipped to 0..255 (which moves the statistics slightly when the
+    map sends colours outside the cube)."""
+    a, b = histogram_transform(style_rgb, content_rgb)
+    return np.clip(np.asarray(style_rgb, dtype=np.float64) @ a.T + b, 0, 255)

@@ -31,7 +31,7 @@ from minivgg.image import FRAMED_SAMPLES
 from minivgg.image import trim_border as trim_border_of
 from minivgg.image import (ImageError, fit_long_side, load_rgb, net_to_rgb, pixel_bounds,
                            resize_rgb, rgb_to_net, save_rgb)
-from minivgg.transfer import color
+from minivgg.transfer import color, control
 from minivgg.architecture import layer_index, min_input_size
 from minivgg.transfer.common import INIT_CHOICES, PROG, UsageError, closest, report_error
 from minivgg.transfer.objective import Objective
@@ -212,7 +212,7 @@ def resolve_image(spec: str, what: str, trim_border=None):
 
 def used_layers(args) -> list:
     has_content, has_style = roles(args)
-    return ([args.content_layer] if has_content else []) + (list(args.style_layers) if has_style else [])
+    return (list(args.content_layers) if has_content else []) + (list(args.style_layers) if has_style else [])
 
 
 def smallest_size(height: int, width: int, need: int) -> int:
@@ -235,11 +235,27 @@ class Stage(NamedTuple):
     maxcor: int             # L-BFGS correction pairs
 
 
-def stage_sizes(args, reference_hw, size: int):
+def stage_style_hw(args, hw, size: int) -> tuple:
+    """(Hs, Ws) of the style images at a stage of long side ``size``: the paper resizes them to the
+    content image's size (times --style-scale); --style-size gives their long side instead (at the
+    output size, scaled with the stage), each keeping its aspect inside this square."""
+    if args.style_size:
+        side = max(1, round(args.style_size * size / args.scales[-1]))
+        return side, side
+    return max(1, round(hw[0] * args.style_scale)), max(1, round(hw[1] * args.style_scale))
+
+
+def style_hws(args, stage, style_shapes) -> list:
+    """(Hs, Ws) of each style image (shape (H0, W0, ...)) at ``stage``."""
+    if not args.style_size:
+        return [stage.style_hw] * len(style_shapes)
+    return [control.style_size_hw(shape, max(stage.style_hw)) for shape in style_shapes]
+
+
+def stage_sizes(args, reference_hw, size: int, style_shapes=()):
     """(output (h, w), style (h, w)) at long side ``size``, refused now if too small for the deepest layer."""
     hw = fit_long_side(*reference_hw, size)
-    # The paper resizes the style image to the content image's size (times --style-scale).
-    style_hw = (max(1, round(hw[0] * args.style_scale)), max(1, round(hw[1] * args.style_scale)))
+    style_hw = stage_style_hw(args, hw, size)
     layer = max(used_layers(args), key=layer_index)
     need = min_input_size(layer)
     what = "start --scales at" if len(args.scales) > 1 else "use --size"
@@ -252,11 +268,17 @@ def stage_sizes(args, reference_hw, size: int):
             f"{hw[1]}x{hw[0]} pixels (width x height), too small for {layer}, which needs at least "
             f"{need} pixels on each side: {what} {smallest} or more "
             f"for this {reference_hw[1]}x{reference_hw[0]} image{crop}")
-    if min(style_hw) < need:
+    if min(style_hw) < need and not args.style_size:
         raise UsageError(
             f"the style image would be {style_hw[1]}x{style_hw[0]} pixels, too small for {layer}, "
             f"which needs at least {need} pixels on each side: raise --style-scale "
             f"(now {args.style_scale:g}) or {'--scales' if len(args.scales) > 1 else '--size'}")
+    for k, shape in enumerate(style_shapes if args.style_size else (), 1):
+        hs, ws = control.style_size_hw(shape, max(style_hw))
+        if min(hs, ws) < need:
+            raise UsageError(f"style image {k} would be {ws}x{hs} pixels, too small for {layer}, which "
+                             f"needs at least {need} pixels on each side: raise --style-size "
+                             f"(now {args.style_size})")
     return hw, style_hw
 
 
@@ -269,7 +291,8 @@ def estimate_bytes(args, hw, style_hw, lean: bool, maxcor: int) -> int:
     from minivgg import memory
     has_content, has_style = roles(args)
     return memory.estimate_peak_bytes(
-        hw[0], hw[1], args.dtype, content_layer=args.content_layer if has_content else None,
+        hw[0], hw[1], args.dtype,
+        content_layer=max(args.content_layers, key=layer_index) if has_content else None,
         style_layers=tuple(args.style_layers) if has_style else (), pooling=args.pooling,
         style_size=style_hw if has_style else None,
         optimizer=args.optimizer if args.optimizer in ("lbfgs", "lbfgs-device") else None,
@@ -310,7 +333,7 @@ def largest_fitting_scale(args, reference_hw, available) -> int | None:
     while lo <= hi:
         mid = (lo + hi) // 2
         hw = fit_long_side(*reference_hw, mid)
-        style_hw = (max(1, round(hw[0] * args.style_scale)), max(1, round(hw[1] * args.style_scale)))
+        style_hw = stage_style_hw(args, hw, mid)
         if fit_stage(args, hw, style_hw, 1, available)[0] is not None:
             best, lo = mid, mid + 1
         else:
@@ -318,14 +341,14 @@ def largest_fitting_scale(args, reference_hw, available) -> int | None:
     return best
 
 
-def plan_stages(args, reference_hw):
+def plan_stages(args, reference_hw, style_shapes=()):
     """Every stage's sizes and memory settings, checked before any work -> ([Stage], notes).
 
     Raises UsageError for a stage too small for the network, and NotEnoughMemory (one line, with the
     largest scale that would fit) for one that does not fit even lean and with fewer pairs.
     """
     from minivgg import memory
-    sizes = [stage_sizes(args, reference_hw, size) for size in args.scales]
+    sizes = [stage_sizes(args, reference_hw, size, style_shapes) for size in args.scales]
     available = memory.available_memory_bytes(args.device)
     stages, notes = [], []
     for (hw, style_hw), iterations in zip(sizes, args.stage_iters):
@@ -377,7 +400,7 @@ def initial_image(args, content_x, style_x, init_rgb, hw, dtype):
     if args.init == "style":
         return rgb_to_net(resize_rgb(net_to_rgb(style_x, rounded=False), *hw), dtype)
     rgb = resize_rgb(init_rgb, *hw)
-    if args.preserve_color:                       # the optimisation runs on luminance images
+    if args.preserve_color == "luminance":        # the optimisation runs on luminance images
         rgb = color.luminance_as_rgb(color.rgb_to_yiq(rgb)[:, :, 0])
     return rgb_to_net(rgb, dtype)
 
@@ -394,6 +417,8 @@ class Plan(NamedTuple):
     notes: list
     stages: list            # [Stage], the last at the output's size
     params: dict            # VGG-19 weights
+    content_masks: list = None   # [(H0, W0) float64 0..1] per style image (--content-masks), or None
+    style_masks: list = None     # [(Hs0, Ws0) float64 0..1 or None] per style image, or None
 
     @property
     def hw(self) -> tuple:
@@ -416,18 +441,37 @@ def plan(args) -> Plan:
     try:
         content_rgb, style_rgbs, init_rgb, notes = load_inputs(args)
         reference = content_rgb if content_rgb is not None else style_rgbs[0]
-        stages, stage_notes = plan_stages(args, reference.shape[:2])
+        content_masks, style_masks, mask_notes = load_masks(args, content_rgb, style_rgbs)
+        stages, stage_notes = plan_stages(args, reference.shape[:2], [s.shape for s in style_rgbs])
         params = load_vgg19(normalized=args.normalized, path=args.weights)
     except (ImageError, WeightsError, NotEnoughMemory) as exc:
         raise UsageError(str(exc)) from None
-    return Plan(out, content_rgb, style_rgbs, init_rgb, out_notes + notes + stage_notes, stages, params)
+    return Plan(out, content_rgb, style_rgbs, init_rgb, out_notes + notes + mask_notes + stage_notes, stages, params,
+                content_masks, style_masks)
+
+
+def load_masks(args, content_rgb, style_rgbs):
+    """--content-masks and --style-masks, read and fitted to their images' own sizes ->
+    (content masks or None, style masks or None, notes); one-line errors (``control.load_masks``)."""
+    if args.content_masks is None:
+        return None, None, []
+    content_masks, notes = control.load_masks(args.content_masks, content_rgb.shape[:2], "content mask")
+    style_masks = None
+    if args.style_masks is not None:
+        style_masks, more = control.load_masks(args.style_masks, [s.shape[:2] for s in style_rgbs],
+                                               "style mask")
+        notes += more
+    return content_masks, style_masks, notes
 
 
 def stage_inputs(args, p: Plan, stage: Stage):
     """The images resized to a stage -> (content_x or None, [style_x], content_rgb at size), on the device."""
     content_rgb = None if p.content_rgb is None else resize_rgb(p.content_rgb, *stage.hw)
-    style_rgbs = [resize_rgb(s, *stage.style_hw) for s in p.style_rgbs]
-    if args.preserve_color:                       # luminance-only transfer (Gatys et al. 2016)
+    hws = style_hws(args, stage, [s.shape for s in p.style_rgbs])
+    style_rgbs = [resize_rgb(s, *hw) for s, hw in zip(p.style_rgbs, hws)]
+    if args.preserve_color == "histogram":        # the content's colour statistics (Gatys et al. 2017)
+        style_rgbs = [control.histogram_match(s, content_rgb) for s in style_rgbs]
+    if args.preserve_color == "luminance":        # luminance-only transfer (Gatys et al. 2016)
         y_content = color.rgb_to_yiq(content_rgb)[:, :, 0]
         net_content = color.luminance_as_rgb(y_content)
         net_styles = [color.luminance_as_rgb(color.match_luminance(color.rgb_to_yiq(s)[:, :, 0], y_content))
@@ -440,6 +484,17 @@ def stage_inputs(args, p: Plan, stage: Stage):
     return content_x, style_xs, content_rgb
 
 
+def stage_masks(args, p: Plan, stage: Stage):
+    """The masks resized to a stage -> (content masks or None, style masks or None)."""
+    if p.content_masks is None:
+        return None, None
+    content = [control.resize_mask(m, *stage.hw) for m in p.content_masks]
+    if p.style_masks is None:
+        return content, None
+    hws = style_hws(args, stage, [s.shape for s in p.style_rgbs])
+    return content, [None if m is None else control.resize_mask(m, *hw) for m, hw in zip(p.style_masks, hws)]
+
+
 def upsampled(x, hw, dtype):
     """A stage's result x (1, 3, h, w) resized to hw, as the next stage's start (bilinear, in RGB)."""
     return rgb_to_net(resize_rgb(net_to_rgb(x, rounded=False), *hw), dtype)
@@ -449,7 +504,7 @@ def rgb_writer(args, content_rgb):
     """Engine x -> (H, W, 3) uint8 RGB as written (the content's colours put back if asked)."""
     def to_rgb(x):
         rgb = net_to_rgb(x, rounded=False)
-        if args.preserve_color:
+        if args.preserve_color == "luminance":
             rgb = color.recombine(rgb, content_rgb)
         return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     return to_rgb
@@ -480,10 +535,13 @@ def run(args, signals=None) -> int:
                                          stage.hw, args.dtype), args.device)
         else:
             x0 = to_device(upsampled(x, stage.hw, args.dtype), args.device)
+        content_masks, style_masks = stage_masks(args, p, stage)
         objective = Objective(net, content_x, style_xs, alpha=args.alpha, beta=args.beta,
-                              content_layer=args.content_layer, style_layers=args.style_layers,
+                              content_layers=args.content_layers, style_layers=args.style_layers,
                               style_layer_weights=args.style_layer_weights if style_xs else (),
-                              style_blend=args.style_blend, tv_weight=args.tv_weight)
+                              style_blend=args.style_blend, tv_weight=args.tv_weight,
+                              content_masks=content_masks, style_masks=style_masks,
+                              image_hw=stage.hw if args.style_size else None)   # Grams per position
         to_rgb = rgb_writer(args, content_rgb)
         remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
         results.append(optimise(args, objective, x0, p.out, to_rgb, k, p.stages, remaining))
@@ -505,8 +563,9 @@ def summary(args, p: Plan) -> str:
                          for st in p.stages)
     return (f"{PROG}: {args.mode} {stages if len(p.stages) > 1 else f'{p.hw[1]}x{p.hw[0]} px'}, content "
             f"{args.content if has_content else '-'}, style {' '.join(args.style) if has_style else '-'}; "
-            f"content layer {args.content_layer if has_content else '-'}, style layers "
-            f"{','.join(args.style_layers) if has_style else '-'}; alpha {args.alpha:g}, "
+            f"content layer {control.content_label(args.content_layers) if has_content else '-'}, "
+            f"style layers {','.join(args.style_layers) if has_style else '-'}{control.summary(args)}; "
+            f"alpha {args.alpha:g}, "
             f"beta {args.beta:g}; {args.pooling} pooling, {engine_label(args)}; {args.optimizer}, "
             f"{args.iters} iterations; {args.device} {args.dtype}; init {args.init}; estimated peak "
             f"memory {p.estimate / 2**20:.0f} MiB")
