@@ -11,6 +11,10 @@ Each module is one transformation of a reference module, tested against it
     pooling.py    average pooling summed separably, in row blocks  (twin: minivgg/pool.py)
     losses.py     content and style losses on channels-last features, unmasked,
                   the style gradient in spans  (twin: losses/)
+    guided.py     the guided (masked) style loss on channels-last features, in spans
+                  (twin: losses/guided.py)
+    lean.py       the memory-lean mode: ReLU masks of non-tap layers kept as bits
+                  (twin: relu.py's cache)
     network.py    FastVGG19: the walk with all of the above  (twin: minivgg/vgg.py)
     objective.py  FastEvaluator: the pool's owner, lazy style gradients  (twin: Objective)
 
