@@ -60,9 +60,33 @@ ITERATIONS = 2
 RATIOS = (1e-5, 1e-4, 1e-3, 1e-2)
 FIGURE_DIR = {figures!r}
 """,
+    "07_optimizer.ipynb": """
+SIZE = 64
+ITERATIONS = 4
+MAXCOR = 5
+""",
+    "08_control.ipynb": """
+SIZE = 64
+ITERATIONS = 20
+SMALL = (1, 4, 5, 6)
+FIGURE_DIR = {figures!r}
+""",
 }
 
 CELL_TIMEOUT_S = 600
+SOLUTIONS = NOTEBOOKS / "solutions"
+SOLUTION_PARAMETERS = {f"{stem}_solutions.ipynb": f'NOTEBOOK = "{stem}.ipynb"' for stem in (
+    "01_layers", "02_losses", "03_content_reconstruction", "04_style_reconstruction",
+    "05_style_transfer", "06_tradeoffs")}
+# Run first in every kernel: a notebook whose asserts are stripped (PYTHONOPTIMIZE) must fail, not pass.
+ASSERTS_LIVE = """
+try:
+    assert False
+except AssertionError:
+    pass
+else:
+    raise RuntimeError("assert statements are stripped in this kernel (PYTHONOPTIMIZE?)")
+"""
 
 
 def notebook_paths():
@@ -122,7 +146,7 @@ def test_notebook_runs_with_small_parameters(name, tmp_path, kernel_env, monkeyp
     cell.source = SMALL_PARAMETERS[name].format(figures=str(figures)).strip()
     # First, prove the kernel is this interpreter (same prefix: same virtual environment).
     probe = nbformat.v4.new_code_cell(
-        f"import sys\nassert sys.prefix == {sys.prefix!r}, (sys.prefix, sys.executable)")
+        f"import sys\nassert sys.prefix == {sys.prefix!r}, (sys.prefix, sys.executable)\n" + ASSERTS_LIVE)
     nb.cells.insert(0, probe)
 
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_env))
@@ -137,3 +161,31 @@ def test_notebook_runs_with_small_parameters(name, tmp_path, kernel_env, monkeyp
     assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
     if "FIGURE_DIR" in SMALL_PARAMETERS[name]:
         assert any(figures.glob("*.png")), f"{name} wrote no figure into FIGURE_DIR"
+
+
+def test_every_solutions_notebook_is_listed_and_reads_its_notebooks_checks():
+    found = {p.name for p in SOLUTIONS.glob("*.ipynb")}
+    assert found == set(SOLUTION_PARAMETERS), (
+        f"unlisted: {sorted(found - set(SOLUTION_PARAMETERS))}; missing: {sorted(set(SOLUTION_PARAMETERS) - found)}")
+    for name in SOLUTION_PARAMETERS:
+        learner = nbformat.read(NOTEBOOKS / name.replace("_solutions", ""), as_version=4)
+        checks = [c for c in learner.cells if c.cell_type == "code" and "check" in c.metadata.get("tags", [])]
+        assert len(checks) == 1, f"{name}: its notebook has {len(checks)} cells tagged 'check'"
+
+
+@pytest.mark.parametrize("name", sorted(SOLUTION_PARAMETERS))
+def test_solutions_notebook_runs(name, tmp_path, kernel_env, monkeypatch):
+    """The worked solutions of each notebook's exercises pass that notebook's own checks."""
+    nb = nbformat.read(SOLUTIONS / name, as_version=4)
+    (cell,) = parameter_cells(nb)
+    assert assigned_names(cell.source) == assigned_names(SOLUTION_PARAMETERS[name])
+    cell.source = SOLUTION_PARAMETERS[name]
+    nb.cells.insert(0, nbformat.v4.new_code_cell(
+        f"import sys\nassert sys.prefix == {sys.prefix!r}, (sys.prefix, sys.executable)\n" + ASSERTS_LIVE))
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_env))
+    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.output_type == "error"]
+    assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
