@@ -111,14 +111,15 @@ def _optimizer_bytes(pixels: int, maxcor: int, optimizer: str | None, itemsize: 
 
     "lbfgs" (scipy's L-BFGS-B, host memory, float64): (2 maxcor + 13) * 8n + 16n.
     "lbfgs-device" (``optim.lbfgs_device``, on the image's device, in its dtype): the
-    2 * maxcor history vectors and about eight more of n (x, g, the direction, the trial
-    point and its gradient, the previous ones, bounds): (2 maxcor + 8) * itemsize * n.
+    2 (maxcor + 1) history vectors (one spare slot) and six more of n (x, g, the direction,
+    the trial point and its gradient, the best point), plus a boolean mask of the held
+    variables: (2 maxcor + 8) * itemsize * n + n.
     None: no optimiser. The GPU estimate counts only device memory.
     """
     if optimizer == "lbfgs":
         return (2 * maxcor + 13) * 8 * pixels + 16 * pixels if device == "cpu" else 0
     if optimizer == "lbfgs-device":
-        return (2 * maxcor + 8) * itemsize * pixels
+        return (2 * maxcor + 8) * itemsize * pixels + pixels
     return 0
 
 
