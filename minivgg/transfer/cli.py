@@ -13,7 +13,7 @@ import sys
 
 from minivgg.architecture import LAYER_NAMES, PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS
 from minivgg.transfer import control
-from minivgg.transfer.common import INIT_CHOICES, PROG, UsageError, closest, report_error
+from minivgg.transfer.common import PROG, UsageError, closest, report_error
 from minivgg.transfer.run import EXIT_FAILED, Signals, run
 
 DEFAULT_SIZE = 256
