@@ -19,6 +19,7 @@ from PIL import Image
 
 import minivgg.image
 import minivgg.transfer.run as run_module
+import minivgg.transfer.stages as stages_module
 from minivgg.backend import gpu_status
 from minivgg.image import fit_long_side
 from photos import write_photo
@@ -164,7 +165,7 @@ def test_unusual_images_work(cli, tmp_path, kind, note):
 def test_smallest_size_is_the_smallest_that_fits():
     for h, w, need in [(20, 1000, 16), (1000, 20, 16), (12, 12, 16), (480, 640, 32), (7, 3, 1)]:
         by_search = next(s for s in range(1, 10**5) if min(fit_long_side(h, w, s)) >= need)
-        assert run_module.smallest_size(h, w, need) == by_search
+        assert stages_module.smallest_size(h, w, need) == by_search
 
 
 def test_very_wide_image_is_refused_naming_the_minimum(cli, tmp_path, photo):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import minivgg.transfer.run as run_module
+import minivgg.transfer.stages as stages_module
 from minivgg import memory
 from minivgg.transfer.cli import parse_args, stage_iterations
 
@@ -93,13 +94,13 @@ def test_a_run_stopped_in_an_earlier_stage_keeps_its_image(cli, photo, tmp_path,
 
 def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_fit(monkeypatch):
     args = parse_args(["--scales", "256", "512", "1024"])
-    ask = lambda lean, maxcor: run_module.estimate_bytes(args, (768, 1024), (768, 1024), lean, maxcor)  # noqa: E731
+    ask = lambda lean, maxcor: stages_module.estimate_bytes(args, (768, 1024), (768, 1024), lean, maxcor)  # noqa: E731
     normal, lean, lean_fewer = ask(False, 20), ask(True, 20), ask(True, 10)
     assert lean < normal and lean_fewer < lean
     for available, want in ((None, (False, 20)), (normal, (False, 20)), (lean, (True, 20)),
                             (lean_fewer, (True, 10))):
         monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu", a=available: a)
-        stages, notes = run_module.plan_stages(args, (768, 1024))
+        stages, notes = stages_module.plan_stages(args, (768, 1024))
         assert [st.hw for st in stages] == [(192, 256), (384, 512), (768, 1024)]
         assert (stages[-1].lean, stages[-1].maxcor) == want
         assert all(not st.lean and st.maxcor == 20 for st in stages[:-1])   # the small stages unchanged
@@ -110,7 +111,7 @@ def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_
 
 def test_a_stage_that_cannot_fit_is_refused_with_the_largest_scale_that_fits(cli, photo, monkeypatch):
     args = parse_args(["--scales", "64", "512"])
-    available = run_module.estimate_bytes(args, (192, 256), (192, 256), True, 3)   # 256 x 192 just fits
+    available = stages_module.estimate_bytes(args, (192, 256), (192, 256), True, 3)   # 256 x 192 just fits
     monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu": available)
     code, _, err = cli("--content", photo, "--style", photo, "--scales", "64", "512")
     message = one_error_line(err)

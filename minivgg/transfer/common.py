@@ -21,3 +21,8 @@ def closest(name, choices):
     """' (did you mean X?)' for the nearest choice, or ''."""
     match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def roles(args) -> tuple[bool, bool]:
+    """(has_content, has_style): --mode transfer uses both, content only the first, texture the second."""
+    return args.mode != "texture", args.mode != "content"
