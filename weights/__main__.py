@@ -3,7 +3,9 @@
 Prints the weights file's path, size, provenance (source, sha256s, input
 convention) and the 16-layer table with each layer's weight and bias
 statistics. ``--normalized`` also builds (once) and shows the normalised
-network; ``--samples`` also fetches and lists the sample images. Errors are
+network; ``--samples`` also fetches and lists the sample images; ``--paintings``
+fetches (an explicit, optional step: 44 MB from Debian's archive) and lists the
+extra paintings of ``weights.paintings``. Errors are
 one line on stderr and exit code 2.
 """
 from __future__ import annotations
@@ -36,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
                              "whose filters have mean activation 1 over a fixed set of photos")
     parser.add_argument("--samples", action="store_true",
                         help="also fetch (first time: a 95 MB download) and list the sample images")
+    parser.add_argument("--paintings", action="store_true",
+                        help="also fetch (first time: Debian's gcompris-qt-data, 44 MB from "
+                             "deb.debian.org) and list the extra paintings used for Fig. 2: "
+                             "Hokusai, Kandinsky, Bruegel, van Gogh")
+    parser.add_argument("--deb", metavar="FILE",
+                        help="with --paintings: read this gcompris-qt-data_3.1-2_all.deb (e.g. from "
+                             "`apt-get download gcompris-qt-data`) instead of downloading it")
+    parser.add_argument("--again", action="store_true",
+                        help="with --paintings: rebuild the cached paintings even if they are intact")
     parser.add_argument("--weights", metavar="PATH",
                         help="read this Keras or minivgg h5 file instead of the cache "
                              "(default: $MINIVGG_WEIGHTS if set)")
@@ -65,6 +76,12 @@ def _show(title: str, path: Path, params: dict, attrs: dict) -> None:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    problem = ("--deb and --again go with --paintings" if (args.deb or args.again) and not args.paintings
+               else f"--deb '{args.deb}': no such file" if args.deb and not Path(args.deb).expanduser().is_file()
+               else "")
+    if problem:
+        print(f"python -m weights: error: {problem}", file=sys.stderr)
+        return 2
     try:
         explicit = args.weights or os.environ.get("MINIVGG_WEIGHTS") or None
         params, attrs = weights.load_vgg19_with_attrs(path=explicit)
@@ -80,6 +97,13 @@ def main(argv=None) -> int:
 
             names = sample_names()
             print(f"\nsamples: {samples_dir()} ({len(names)} images)\n  {', '.join(names)}")
+        if args.paintings:
+            from weights.paintings import PAINTINGS, fetch_paintings, painting_path, paintings_dir
+            fetch_paintings(args.deb, again=args.again)
+            print(f"\npaintings: {paintings_dir()} ({len(PAINTINGS)} images)")
+            for name, painting in sorted(PAINTINGS.items()):
+                print(f"  {name:17s} {painting.caption}; {painting.licence}")
+                painting_path(name)                 # checked by sha256
     except (weights.WeightsError, OSError) as exc:
         print(f"python -m weights: error: {exc}", file=sys.stderr)
         return 2
