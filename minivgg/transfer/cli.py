@@ -24,7 +24,10 @@ DEFAULT_STYLE = "starry_night"
 EPILOG = f"""\
 images: a path, or the name of a sample photo from OpenCV's sample data (fetched once
 from PyPI and cached): {DEFAULT_STYLE} (van Gogh), {DEFAULT_CONTENT} (a street in Leuven),
-fruits, baboon, building, ... (`python -m weights --samples` lists them).
+fruits, baboon, building, ... (`python -m weights --samples` lists them); or one of the
+extra paintings great_wave (Hokusai), composition_viii (Kandinsky), night_cafe,
+cafe_terrace, village_street (van Gogh), harvesters (Bruegel), after the optional
+`python -m weights --paintings` (44 MB from Debian's archive, once).
 
 examples:
   {PROG}                                     # the demo: Leuven in The Starry Night

@@ -169,7 +169,12 @@ def output_path(args, content_label, style_label) -> tuple[Path, list]:
 
 def _sample(spec: str, what: str):
     """A sample photo's path for ``spec``, or a UsageError that says why not (and the closest name)."""
-    from weights import WeightsError, samples
+    from weights import WeightsError, paintings, samples
+    if spec in paintings.PAINTINGS:                 # the extra paintings (python -m weights --paintings)
+        try:
+            return paintings.painting_path(spec)
+        except WeightsError as exc:
+            raise UsageError(f"{what} '{spec}': {exc}") from None
     try:
         names = samples.sample_names()
     except WeightsError as exc:
@@ -178,7 +183,8 @@ def _sample(spec: str, what: str):
     known = set(names) | set(samples.ALIASES) | {f"{n}{ext}" for n in names for ext in (".jpg", ".png")}
     if spec not in known:
         problem = "no such file" if Path(spec).suffix else "neither a file nor a sample name"
-        raise UsageError(f"{what} '{spec}': {problem}{closest(spec, names)}")
+        choices = names + paintings.painting_names()
+        raise UsageError(f"{what} '{spec}': {problem}{closest(spec, choices)}")
     return samples.sample_path(spec)
 
 
