@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +21,8 @@ from PIL import Image
 
 from weights import WeightsError
 from weights import paintings as pt
-from weights.debian import deb_files
-from weights.rcc import assemble_board, read_rcc
+from weights.debian import deb_files, download
+from weights.rcc import _fill_seams, assemble_board, decode_image, read_rcc
 
 
 # ---------------------------------------------------------------- builders
@@ -159,6 +160,30 @@ def test_assemble_board_puts_the_pieces_back_and_fills_the_seams():
     assert out.min() > 0 or picture.min() == 0      # no black (transparent) seam left
 
 
+def test_fill_seams_paints_holes_and_seams_from_their_opaque_neighbours():
+    rgba = np.zeros((6, 9, 4), np.uint8)
+    rgba[:, :4] = (200, 100, 50, 255)               # two opaque halves ...
+    rgba[:, 5:] = (20, 40, 60, 255)
+    rgba[:, 4, 3] = 0                               # ... a transparent seam between them
+    rgba[0, 0, 3] = 128                             # and a half-transparent corner
+    rgb = _fill_seams(rgba)
+    assert np.array_equal(rgb[:, :4], np.broadcast_to([200, 100, 50], (6, 4, 3)))
+    assert np.array_equal(rgb[:, 5:], np.broadcast_to([20, 40, 60], (6, 4, 3)))
+    assert np.array_equal(rgb[:, 4], np.broadcast_to([110, 70, 55], (6, 3)))   # the mean of both sides
+    with pytest.raises(WeightsError, match="no opaque pixel"):
+        _fill_seams(np.zeros((3, 3, 4), np.uint8))
+
+
+def test_undecodable_pieces_and_misplaced_ones_are_refused_in_words():
+    with pytest.raises(WeightsError, match="cannot decode x.webp"):
+        decode_image(b"RIFF\0\0\0\0WEBPgarbage", "RGB", "x.webp")
+    qml, images = jigsaw(np.full((40, 60, 3), 100, np.uint8), cuts=2)
+    with pytest.raises(WeightsError, match="not numbers"):
+        assemble_board(qml.replace('"x" : "0.', '"x" : "0.5.', 1), images)
+    with pytest.raises(WeightsError, match="cannot place"):
+        assemble_board(qml.replace('"x" : ', '"left" : ', 1), images)
+
+
 def test_assemble_board_refuses_a_board_without_pieces_or_with_a_missing_piece():
     qml, images = jigsaw(np.zeros((40, 60, 3), np.uint8) + 100, cuts=2)
     with pytest.raises(WeightsError, match="not in the bundle"):
@@ -189,6 +214,15 @@ def test_deb_files_refuses_what_is_not_a_package(tmp_path):
     path.write_bytes(whole[:len(whole) // 2])
     with pytest.raises(WeightsError, match="cannot read|no data.tar|damaged"):
         deb_files(path, {"./x"})
+
+
+def test_download_copies_a_url_and_names_one_it_cannot_reach(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(np.random.default_rng(2).bytes(3 * 2**20 + 17))
+    out = download(source.as_uri(), tmp_path / "copy.bin", "copy")
+    assert out.read_bytes() == source.read_bytes()
+    with pytest.raises(WeightsError, match="cannot download file:"):
+        download((tmp_path / "absent.bin").as_uri(), tmp_path / "x.bin", "x")
 
 
 # ---------------------------------------------------------------- the cache, on a package built here
@@ -236,9 +270,45 @@ def test_paintings_are_missing_with_a_message_until_fetched(fake_package):
     assert np.array_equal(got, whole)                # lossless WebP in, PNG out: exact
     board = np.asarray(Image.open(pt.painting_path("board")))
     assert abs(board.shape[0] - 50) <= 1 and abs(board.shape[1] - 70) <= 1
+    h, w = min(board.shape[0], 50), min(board.shape[1], 70)
+    assert (np.abs(board[:h, :w].astype(int) - board_picture[:h, :w]) <= 2).mean() > 0.95
     manifest = json.loads((pt.paintings_dir() / "manifest.json").read_text())
     assert set(manifest["files"]) == {"whole.png", "board.png"}
-    assert not list(pt.paintings_dir().glob(".*.tmp"))     # the package is not kept
+
+
+def test_without_a_package_it_downloads_one_and_keeps_only_the_paintings(fake_package,
+                                                                          monkeypatch):
+    deb, whole, _ = fake_package
+    fetched = []
+
+    def fake_download(url, dest, what):             # stands in for deb.debian.org
+        fetched.append(url)
+        Path(dest).write_bytes(deb.read_bytes())
+        return Path(dest)
+
+    monkeypatch.setattr(pt, "download", fake_download)
+    pt.fetch_paintings()
+    assert fetched == [pt.DEB_URL]
+    assert np.array_equal(np.asarray(Image.open(pt.painting_path("whole"))), whole)
+    assert sorted(p.name for p in pt.paintings_dir().iterdir()) == [
+        "board.png", "manifest.json", "manifest.json.lock", "whole.png"]   # no package left
+    pt.fetch_paintings()                            # intact: nothing fetched again
+    assert len(fetched) == 1
+    pt.fetch_paintings(again=True)
+    assert len(fetched) == 2
+
+
+def test_an_installed_gcompris_is_used_instead_of_a_download(fake_package, monkeypatch, tmp_path):
+    deb, whole, _ = fake_package
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    for path, data in deb_files(deb, {pt.RCC_FOLDER + n for n in pt.BUNDLE_SHA256}).items():
+        (installed / Path(path).name).write_bytes(data)
+    monkeypatch.setattr(pt, "INSTALLED_RCC", installed)
+    monkeypatch.setattr(pt, "download", lambda *a: pytest.fail("downloaded despite the bundles"))
+    pt.fetch_paintings()
+    assert np.array_equal(np.asarray(Image.open(pt.painting_path("whole"))), whole)
+    assert "installed" in json.loads((pt.paintings_dir() / "manifest.json").read_text())["source"]
 
 
 def test_a_damaged_painting_is_noticed_and_fetching_repairs_it(fake_package):

@@ -5,7 +5,7 @@ convention) and the 16-layer table with each layer's weight and bias
 statistics. ``--normalized`` also builds (once) and shows the normalised
 network; ``--samples`` also fetches and lists the sample images; ``--paintings``
 fetches (an explicit, optional step: 44 MB from Debian's archive) and lists the
-extra paintings of ``weights.paintings``. Errors are
+extra paintings of ``weights.paintings`` (alone, it does only that). Errors are
 one line on stderr and exit code 2.
 """
 from __future__ import annotations
@@ -32,16 +32,17 @@ def _parser() -> argparse.ArgumentParser:
                     "(name, shape, min/max/mean of the weights).",
         epilog="Environment: MINIVGG_HOME is the cache folder (default ~/.cache/minivgg); "
                "MINIVGG_WEIGHTS names a Keras vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 "
-               "to use instead of the download.")
+               "to use instead of the download; MINIVGG_GCOMPRIS_DEB names a "
+               "gcompris-qt-data_3.1-2_all.deb for --paintings to read instead of downloading it.")
     parser.add_argument("--normalized", action="store_true",
                         help="also build (first time: a few seconds) and show the normalised network, "
                              "whose filters have mean activation 1 over a fixed set of photos")
     parser.add_argument("--samples", action="store_true",
                         help="also fetch (first time: a 95 MB download) and list the sample images")
     parser.add_argument("--paintings", action="store_true",
-                        help="also fetch (first time: Debian's gcompris-qt-data, 44 MB from "
+                        help="fetch (first time: Debian's gcompris-qt-data, 44 MB from "
                              "deb.debian.org) and list the extra paintings used for Fig. 2: "
-                             "Hokusai, Kandinsky, Bruegel, van Gogh")
+                             "Hokusai, Kandinsky, Bruegel, van Gogh; alone, it does only that")
     parser.add_argument("--deb", metavar="FILE",
                         help="with --paintings: read this gcompris-qt-data_3.1-2_all.deb (e.g. from "
                              "`apt-get download gcompris-qt-data`) instead of downloading it")
@@ -74,15 +75,37 @@ def _show(title: str, path: Path, params: dict, attrs: dict) -> None:
               f"{w.max():9.4f} {w.mean():10.2e} {b.min():9.4f} {b.max():9.4f}")
 
 
+def _show_paintings(deb, again: bool) -> None:
+    """Fetch the extra paintings if needed (``weights.paintings``) and list them."""
+    from weights.paintings import PAINTINGS, fetch_paintings, painting_path, paintings_dir
+
+    fetch_paintings(deb, again=again)
+    print(f"paintings: {paintings_dir()} ({len(PAINTINGS)} images)")
+    for name, painting in sorted(PAINTINGS.items()):
+        painting_path(name)                         # checked by sha256
+        print(f"  {name:17s} {painting.caption}; {painting.licence}")
+
+
+def _problem(args) -> str:
+    """What is wrong with the combination of options, or ""."""
+    if (args.deb or args.again) and not args.paintings:
+        return "--deb and --again go with --paintings"
+    if args.deb and not Path(args.deb).expanduser().is_file():
+        return f"--deb '{args.deb}': no such file"
+    return ""
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    problem = ("--deb and --again go with --paintings" if (args.deb or args.again) and not args.paintings
-               else f"--deb '{args.deb}': no such file" if args.deb and not Path(args.deb).expanduser().is_file()
-               else "")
+    problem = _problem(args)
     if problem:
         print(f"python -m weights: error: {problem}", file=sys.stderr)
         return 2
+    paintings_only = args.paintings and not (args.normalized or args.samples or args.weights)
     try:
+        if paintings_only:                          # needs neither the weights nor the samples
+            _show_paintings(args.deb, args.again)
+            return 0
         explicit = args.weights or os.environ.get("MINIVGG_WEIGHTS") or None
         params, attrs = weights.load_vgg19_with_attrs(path=explicit)
         where = Path(explicit) if explicit else weights.cache_dir() / weights.ORIGINAL_FILE
@@ -98,12 +121,8 @@ def main(argv=None) -> int:
             names = sample_names()
             print(f"\nsamples: {samples_dir()} ({len(names)} images)\n  {', '.join(names)}")
         if args.paintings:
-            from weights.paintings import PAINTINGS, fetch_paintings, painting_path, paintings_dir
-            fetch_paintings(args.deb, again=args.again)
-            print(f"\npaintings: {paintings_dir()} ({len(PAINTINGS)} images)")
-            for name, painting in sorted(PAINTINGS.items()):
-                print(f"  {name:17s} {painting.caption}; {painting.licence}")
-                painting_path(name)                 # checked by sha256
+            print()
+            _show_paintings(args.deb, args.again)
     except (weights.WeightsError, OSError) as exc:
         print(f"python -m weights: error: {exc}", file=sys.stderr)
         return 2

@@ -3,17 +3,17 @@
 A ``.deb`` is an ``ar`` archive: the 8 bytes ``!<arch>\\n``, then members, each a 60-byte header
 (name 16, date 12, owner 6, group 6, mode 8, size 10 as ASCII decimal, ``\\x60\\n``) followed
 by its bytes, padded to an even length. The installed files are in the member ``data.tar.xz``
-(or ``.gz``, ``.zst``; ``tarfile`` reads the first two).
+(or ``.gz``, ``.bz2``, ``.zst``; ``tarfile`` reads all but the last).
 
     deb_files(path, {"./usr/share/x/a.rcc", ...}) -> {"./usr/share/x/a.rcc": bytes, ...}
-    download(url, dest, size_mb, what)             # urllib, with a percentage on stderr
+    download(url, dest, what)                      # urllib, with a percentage on stderr
 """
 from __future__ import annotations
 
+import http.client
 import sys
 import tarfile
 import time
-import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
@@ -59,6 +59,8 @@ def deb_files(path, wanted) -> dict:
                         found[member.name] = tar.extractfile(member).read()
                         if len(found) == len(wanted):
                             break
+    except WeightsError:
+        raise
     except (tarfile.TarError, EOFError, zlib.error, ValueError, OSError) as exc:
         raise WeightsError(f"cannot read {Path(path).name}: {exc}") from None
     missing = sorted(wanted - set(found))
@@ -70,20 +72,31 @@ def deb_files(path, wanted) -> dict:
 def download(url: str, dest, what: str) -> Path:
     """Download ``url`` to the file ``dest`` with urllib (proxies from the environment apply),
     printing a percentage to stderr every few seconds -> ``dest``. Raises ``WeightsError`` when the
-    server cannot be reached or answers with an error; ``OSError`` when ``dest``'s disk is full."""
+    server cannot be reached, answers with an error or the transfer is cut short; ``OSError`` only
+    for ``dest`` itself (a full disk)."""
     dest = Path(dest)
+    network_errors = (OSError, http.client.HTTPException)   # URLError, SSL errors, resets, ...
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            done, shown = 0, time.monotonic()
-            for block in iter(lambda: response.read(2**20), b""):
-                out.write(block)
-                done += len(block)
-                if total and time.monotonic() - shown > 3:
-                    print(f"minivgg: {what}: {100 * done / total:.0f}% of {total / 1e6:.0f} MB",
-                          file=sys.stderr, flush=True)
-                    shown = time.monotonic()
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise WeightsError(f"cannot download {url}: {reason}") from None
+        response = urllib.request.urlopen(url, timeout=60)
+    except network_errors as exc:
+        raise WeightsError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
+    with response, open(dest, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0)
+        done, shown = 0, time.monotonic()
+        while True:
+            try:
+                block = response.read(2**20)
+            except network_errors as exc:
+                raise WeightsError(f"downloading {url} failed after {done / 1e6:.0f} MB: "
+                                   f"{exc}") from None
+            if not block:
+                break
+            out.write(block)                          # an OSError here is the disk's
+            done += len(block)
+            if total and time.monotonic() - shown > 3:
+                print(f"minivgg: {what}: {100 * done / total:.0f}% of {total / 1e6:.0f} MB",
+                      file=sys.stderr, flush=True)
+                shown = time.monotonic()
+    if total and done != total:
+        raise WeightsError(f"the download of {url} was cut short ({done} of {total} bytes)")
     return dest

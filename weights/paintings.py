@@ -19,8 +19,9 @@ like the sample photos. The package itself is not kept.
     painting_path(name)    -> Path(".../paintings/great_wave.png"); PaintingsMissing until fetched
     PAINTINGS[name]        -> Painting(title, painter, year, ...)
 
-Licences: the artworks are in the public domain (their painters died in 1944 or earlier). GCompris
-marks the ``details`` scans "Public domain"; the jigsaw scans come from the WebMuseum and are
+Licences: the artworks are in the public domain in the US and in every country whose term is the
+painter's life plus 70 years or less (Kandinsky died in 1944, the others by 1890). GCompris marks
+the ``details`` scans "Public domain"; the jigsaw scans come from the WebMuseum and are
 distributed under GPL-3.0-or-later as part of GCompris (see ``Painting.licence``).
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ from weights.debian import deb_files, download
 from weights.errors import WeightsError
 from weights.fetch import check_sha256, sha256_of
 from weights.home import cache_dir, notice, writable_folder
-from weights.rcc import assemble_board, read_rcc
+from weights.rcc import assemble_board, decode_image, read_rcc
 
 DEB_REQUIREMENT = "gcompris-qt-data=3.1-2"
 DEB_NAME = "gcompris-qt-data_3.1-2_all.deb"
@@ -53,8 +54,8 @@ BUNDLE_SHA256 = {
 _DETAILS = "/gcompris/src/activities/details/resource/"
 _JIGSAW = "/gcompris/src/activities/paintings/resource/"
 _PUBLIC_DOMAIN = "scan marked public domain by GCompris (details activity)"
-_GPL = ("artwork public domain; scan from the WebMuseum, distributed by GCompris under "
-        "GPL-3.0-or-later")
+_GPL = ("artwork public domain (US; life+70); scan from the WebMuseum, distributed by GCompris "
+        "under GPL-3.0-or-later")
 #: Free space a fetch needs in the paintings folder: the 44 MB package and the paintings kept.
 PAINTINGS_BUILD_BYTES = 60 * 10**6
 
@@ -117,24 +118,44 @@ def _read_manifest():
     return files
 
 
+def _read(path: Path) -> bytes:
+    """A file's bytes; ``WeightsError`` naming it when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _installed_bundles():
+    """The bundles of an installed gcompris-qt-data when both are there with our sha256s, or None."""
+    if not all((INSTALLED_RCC / name).is_file() for name in BUNDLE_SHA256):
+        return None
+    try:
+        bundles = {name: (INSTALLED_RCC / name).read_bytes() for name in BUNDLE_SHA256}
+    except OSError:
+        return None                                 # unreadable: fetch the package instead
+    if any(sha256_of(data) != BUNDLE_SHA256[name] for name, data in bundles.items()):
+        return None                                 # another version: fetch the pinned one
+    return bundles
+
+
 def _bundles(deb) -> tuple:
     """{"details.rcc": bytes, "paintings.rcc": bytes}, checked, and where they came from."""
-    if deb is None and all((INSTALLED_RCC / name).is_file() for name in BUNDLE_SHA256) and \
-            all(sha256_of(INSTALLED_RCC / name) == sha for name, sha in BUNDLE_SHA256.items()):
-        return {name: (INSTALLED_RCC / name).read_bytes() for name in BUNDLE_SHA256}, \
-            f"installed {DEB_REQUIREMENT} ({INSTALLED_RCC})"
+    installed = _installed_bundles() if deb is None else None
+    if installed is not None:
+        return installed, f"installed {DEB_REQUIREMENT} ({INSTALLED_RCC})"
     with scratch_folder(_manifest_path()) as tmp:
         if deb is None:
             notice(f"downloading Debian's {DEB_REQUIREMENT} (44 MB) once from deb.debian.org, "
                    f"for the paintings in it; only those are kept, in {paintings_dir()}.")
             deb = download(DEB_URL, Path(tmp) / DEB_NAME, DEB_NAME)
-            source = f"{DEB_URL}"
+            source = DEB_URL
         else:
             deb = Path(deb).expanduser()
             if not deb.is_file():
                 raise WeightsError(f"--deb '{deb}': no such file")
             source = f"{deb} ({DEB_REQUIREMENT})"
-        check_sha256(deb, DEB_SHA256, f"{Path(deb).name} (expected {DEB_NAME})")
+        check_sha256(_read(deb), DEB_SHA256, f"{deb.name} (expected {DEB_NAME})")
         found = deb_files(deb, {RCC_FOLDER + name for name in BUNDLE_SHA256})
     bundles = {name: found[RCC_FOLDER + name] for name in BUNDLE_SHA256}
     for name, data in bundles.items():
@@ -144,14 +165,17 @@ def _bundles(deb) -> tuple:
 
 def _decode(painting: Painting, files: dict) -> np.ndarray:
     """One painting out of its bundle's files -> (H, W, 3) uint8."""
-    from PIL import Image
-
+    if painting.resource not in files:
+        raise WeightsError(f"{painting.bundle} has no {painting.resource}")
     if painting.resource.endswith(".qml"):
         folder = painting.resource.rsplit("/board/", 1)[0] + "/"
         pieces = {path[len(folder):]: data for path, data in files.items() if path.startswith(folder)}
-        return assemble_board(files[painting.resource].decode("utf-8"), pieces)
-    with Image.open(io.BytesIO(files[painting.resource])) as image:
-        return np.asarray(image.convert("RGB"))
+        try:
+            qml = files[painting.resource].decode("utf-8")
+        except UnicodeDecodeError:
+            raise WeightsError(f"{painting.resource} is not UTF-8 text") from None
+        return assemble_board(qml, pieces)
+    return np.asarray(decode_image(files[painting.resource], "RGB", painting.resource))
 
 
 def _fetch(deb) -> dict:

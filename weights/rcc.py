@@ -54,12 +54,17 @@ def read_rcc(blob: bytes) -> dict:
             if index:
                 length, = struct.unpack_from(">H", blob, names + name_offset)
                 start = names + name_offset + 6     # after the length and the hash
+                if start + 2 * length > len(blob):
+                    raise WeightsError("damaged Qt resource bundle: a name runs past its end")
                 name = blob[start:start + 2 * length].decode("utf-16-be")
             else:
                 name = ""                           # the root folder
             path = f"{folder}/{name}" if index else ""
             if flags & 2:                           # a folder
                 count, first = struct.unpack_from(">II", blob, node + 6)
+                if first <= index or tree + (first + count) * node_size > len(blob):
+                    raise WeightsError("damaged Qt resource bundle: a folder's children are "
+                                       "out of place")
                 pending += [(child, path) for child in range(first, first + count)]
                 continue
             offset, = struct.unpack_from(">I", blob, node + 10)
@@ -97,6 +102,17 @@ def _fill_seams(rgba: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
+def decode_image(data: bytes, mode: str, name: str):
+    """A PIL image in ``mode`` from encoded bytes (WebP, PNG, ...); ``WeightsError`` if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return opened.convert(mode)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise WeightsError(f"cannot decode {name}: {exc}") from None
+
+
 def assemble_board(qml: str, images: dict) -> np.ndarray:
     """Put a GCompris jigsaw board back together -> (H, W, 3) uint8.
 
@@ -110,6 +126,8 @@ def assemble_board(qml: str, images: dict) -> np.ndarray:
     pieces = _PIECE.findall(qml)
     if not all(size) or not pieces:
         raise WeightsError("the board names no canvas size or no pieces")
+    if len(pieces) != len(re.findall(r'"pixmapfile"\s*:\s*"[^"]+\.webp"', qml)):
+        raise WeightsError("the board has pieces this reader cannot place (no x or y)")
     width, height = (int(match.group(1)) for match in size)
     if not (0 < width <= _MAX_CANVAS and 0 < height <= _MAX_CANVAS):
         raise WeightsError(f"implausible board canvas {width}x{height}")
@@ -118,12 +136,15 @@ def assemble_board(qml: str, images: dict) -> np.ndarray:
     for name, x, y in pieces:
         if name not in images:
             raise WeightsError(f"the board's piece {name} is not in the bundle")
-        with Image.open(io.BytesIO(images[name])) as opened:
-            piece = opened.convert("RGBA")
+        piece = decode_image(images[name], "RGBA", name)
+        try:
+            cx, cy = float(x) * width, float(y) * height
+        except ValueError:
+            raise WeightsError(f"the board places {name} at ({x}, {y}), not numbers") from None
         if piece.width > margin or piece.height > margin:
             raise WeightsError(f"the board's piece {name} is larger than its canvas")
-        left = margin + round(float(x) * width - piece.width / 2)
-        top = margin + round(float(y) * height - piece.height / 2)
+        left = margin + round(cx - piece.width / 2)
+        top = margin + round(cy - piece.height / 2)
         canvas.alpha_composite(piece, (left, top))
     rgba = np.asarray(canvas)
     rows, cols = np.nonzero(rgba[..., 3] == 255)
