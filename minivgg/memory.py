@@ -106,20 +106,26 @@ def _conv_work(name: str, cin: int, cout: int, h: int, w: int, s: int, device: s
     return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
 
 
-def _optimizer_bytes(pixels: int, maxcor: int, optimizer: str | None, itemsize: int, device: str) -> int:
+def _optimizer_bytes(pixels: int, maxcor: int, optimizer: str | None, itemsize: int, device: str,
+                     iterations: int | None = None) -> int:
     """The optimiser's state for ``pixels`` unknowns (module docstring).
 
     "lbfgs" (scipy's L-BFGS-B, host memory, float64): (2 maxcor + 13) * 8n + 16n.
     "lbfgs-device" (``optim.lbfgs_device``, on the image's device, in its dtype): the
     2 (maxcor + 1) history vectors (one spare slot) and six more of n (x, g, the direction,
     the trial point and its gradient, the best point), plus a boolean mask of the held
-    variables: (2 maxcor + 8) * itemsize * n + n.
+    variables: (2 maxcor + 8) * itemsize * n + n. Its history starts as ``zeros``, whose pages
+    NumPy leaves untouched until written, and each iteration writes one slot of S and of Y: a
+    CPU run of k iterations holds min(k, maxcor + 1) of them (``iterations``; None: all).
     None: no optimiser. The GPU estimate counts only device memory.
     """
     if optimizer == "lbfgs":
         return (2 * maxcor + 13) * 8 * pixels + 16 * pixels if device == "cpu" else 0
     if optimizer == "lbfgs-device":
-        return (2 * maxcor + 8) * itemsize * pixels + pixels
+        slots = maxcor + 1
+        if iterations is not None and device == "cpu":
+            slots = min(slots, max(iterations, 1))
+        return (2 * slots + 6) * itemsize * pixels + pixels
     return 0
 
 
@@ -133,7 +139,7 @@ def estimate(height: int, width: int, dtype: str = "float32", **kwargs) -> Memor
 
 def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_layer: str | None = "conv4_2",
                     style_layers=PAPER_STYLE_LAYERS, layers=None, pooling: str = "avg", style_size=None,
-                    optimizer: str | None = "lbfgs", maxcor: int = 20,
+                    optimizer: str | None = "lbfgs", maxcor: int = 20, iterations: int | None = None,
                     device: str = "cpu", conv: str = "winograd",
                     engine: str = "fast", lean: bool = False) -> tuple[MemoryEstimate, MemoryEstimate]:
     """(evaluation, construction): the two high-water marks of a run, term by term.
@@ -144,7 +150,9 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     as style layers, the largest also as the content layer); style_size:
     (Hs, Ws) of the style image (default: the content size, as the paper
     resizes it); optimizer: "lbfgs" (a run: scipy L-BFGS-B with ``maxcor``
-    pairs) or None (evaluations only, as the benchmark runs). device "gpu":
+    pairs; "lbfgs-device" the device optimiser, whose CPU history grows with the
+    ``iterations`` of the run, None: as many as it can hold) or None
+    (evaluations only, as the benchmark runs). device "gpu":
     the CuPy pool's bytes, without the interpreter or the optimiser (both live
     in host memory). engine: the network's engine ("fast" or "reference");
     conv: the fast engine's ``conv`` ("winograd" or "im2col"); lean: the fast
@@ -194,7 +202,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
                 + images)
     if optimizer is not None and device == "cpu":
         baseline += SCIPY_BYTES
-    opt = _optimizer_bytes(pixels, maxcor, optimizer, s, device)
+    opt = _optimizer_bytes(pixels, maxcor, optimizer, s, device, iterations)
 
     # Evaluation: activations of the whole forward pass.
     activations = kept(deepest, height, width, taps)

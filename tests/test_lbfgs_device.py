@@ -113,6 +113,24 @@ def test_two_loop_on_the_free_variables_gives_a_descent_direction(xp):
         assert g @ d < 0 and np.all(d[fixed] == 0)
 
 
+def test_unwritten_history_slots_take_no_memory_on_the_cpu():
+    """What the memory model counts (minivgg.memory, "lbfgs-device"): NumPy's zeros are pages
+    the kernel maps on first write, so a history of 20 slots costs only the slots written."""
+    def resident() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096
+    n = 2**22                                           # 16 MiB per float32 row
+    before = resident()
+    pairs = Pairs(20, n, np.float32, np)
+    empty = resident() - before
+    for slot in range(2):
+        pairs.S[slot] = 1.0
+        pairs.Y[slot] = 1.0
+    written = resident() - before
+    assert empty < 8 * 2**20, empty                     # 2 x 21 rows allocated, none resident
+    assert 60 * 2**20 < written < 80 * 2**20, written   # four rows of 16 MiB written
+
+
 def test_pairs_without_positive_curvature_are_skipped(xp):
     """s.y <= eps y.y is refused: the memory and the recursion are as if it never came."""
     rng = np.random.default_rng(3)

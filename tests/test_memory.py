@@ -50,6 +50,20 @@ def test_optimizer_adds_the_lbfgs_state():
             - with_lbfgs) == 2 * 20 * 8 * n                       # 20 more (s, y) pairs
 
 
+def test_the_device_optimiser_holds_one_history_slot_per_iteration_on_the_cpu():
+    n, m = 3 * 256 * 256, 20
+    full = estimate_peak_bytes(256, 256, optimizer="lbfgs-device", maxcor=m)
+    assert full - estimate_peak_bytes(256, 256, optimizer=None) == \
+        memory.SCIPY_BYTES + (2 * m + 8) * 4 * n + n
+    short = [estimate_peak_bytes(256, 256, optimizer="lbfgs-device", maxcor=m, iterations=k)
+             for k in (1, 2, 5, m + 1, 10 * m)]
+    assert [b - short[0] for b in short[:3]] == [0, 2 * 4 * n, 8 * 4 * n]   # S and Y: one row each
+    assert short[3] == short[4] == full                 # the ring is full after maxcor + 1
+    gpu = [estimate_peak_bytes(256, 256, optimizer="lbfgs-device", device="gpu", iterations=k)
+           for k in (1, None)]
+    assert gpu[0] == gpu[1]                             # CuPy's zeros take the whole pool block
+
+
 def test_settings_change_the_estimate():
     paper = estimate_peak_bytes(256, 256)
     assert estimate_peak_bytes(256, 256, pooling="max") > paper     # int8 winners per pool output

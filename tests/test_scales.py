@@ -94,7 +94,8 @@ def test_a_run_stopped_in_an_earlier_stage_keeps_its_image(cli, photo, tmp_path,
 
 def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_fit(monkeypatch):
     args = parse_args(["--scales", "256", "512", "1024"])
-    ask = lambda lean, maxcor: stages_module.estimate_bytes(args, (768, 1024), (768, 1024), lean, maxcor)  # noqa: E731
+    ask = lambda lean, maxcor: stages_module.estimate_bytes(  # noqa: E731
+        args, (768, 1024), (768, 1024), lean, maxcor, args.stage_iters[-1])
     normal, lean, lean_fewer = ask(False, 20), ask(True, 20), ask(True, 10)
     assert lean < normal and lean_fewer < lean
     for available, want in ((None, (False, 20)), (normal, (False, 20)), (lean, (True, 20)),
@@ -111,7 +112,8 @@ def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_
 
 def test_a_stage_that_cannot_fit_is_refused_with_the_largest_scale_that_fits(cli, photo, monkeypatch):
     args = parse_args(["--scales", "64", "512"])
-    available = stages_module.estimate_bytes(args, (192, 256), (192, 256), True, 3)   # 256 x 192 just fits
+    available = stages_module.estimate_bytes(args, (192, 256), (192, 256), True, 3,
+                                             args.stage_iters[-1])   # 256 x 192 just fits
     monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu": available)
     code, _, err = cli("--content", photo, "--style", photo, "--scales", "64", "512")
     message = one_error_line(err)

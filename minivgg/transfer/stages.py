@@ -93,7 +93,7 @@ def stage_sizes(args, reference_hw, size: int, style_shapes=()):
 MIN_AUTO_MAXCOR = 3
 
 
-def estimate_bytes(args, hw, style_hw, lean: bool, maxcor: int) -> int:
+def estimate_bytes(args, hw, style_hw, lean: bool, maxcor: int, iterations: int) -> int:
     """The peak memory estimate (``minivgg.memory``) of one stage with these settings."""
     from minivgg import memory
     has_content, has_style = roles(args)
@@ -103,7 +103,8 @@ def estimate_bytes(args, hw, style_hw, lean: bool, maxcor: int) -> int:
         style_layers=tuple(args.style_layers) if has_style else (), pooling=args.pooling,
         style_size=style_hw if has_style else None,
         optimizer=args.optimizer if args.optimizer in ("lbfgs", "lbfgs-device") else None,
-        maxcor=maxcor, device=args.device, conv=args.conv or "winograd", engine=args.engine, lean=lean)
+        maxcor=maxcor, iterations=iterations, device=args.device, conv=args.conv or "winograd",
+        engine=args.engine, lean=lean)
 
 
 def stage_settings(args):
@@ -121,7 +122,7 @@ def fit_stage(args, hw, style_hw, iterations, available):
     """The Stage with the first settings (``stage_settings``) whose estimate fits ``available``
     bytes (None: unknown, the asked settings), and the notes that say what was changed; or None."""
     for lean, maxcor in stage_settings(args):
-        needed = estimate_bytes(args, hw, style_hw, lean, maxcor)
+        needed = estimate_bytes(args, hw, style_hw, lean, maxcor, iterations)
         if available is None or needed <= available:
             notes = []
             if lean and args.lean == "auto":
@@ -141,7 +142,7 @@ def largest_fitting_scale(args, reference_hw, available) -> int | None:
         mid = (lo + hi) // 2
         hw = fit_long_side(*reference_hw, mid)
         style_hw = stage_style_hw(args, hw, mid)
-        if fit_stage(args, hw, style_hw, 1, available)[0] is not None:
+        if fit_stage(args, hw, style_hw, args.stage_iters[-1], available)[0] is not None:
             best, lo = mid, mid + 1
         else:
             hi = mid - 1
@@ -161,7 +162,7 @@ def plan_stages(args, reference_hw, style_shapes=()):
     for (hw, style_hw), iterations in zip(sizes, args.stage_iters):
         stage, stage_notes = fit_stage(args, hw, style_hw, iterations, available)
         if stage is None:
-            needed = min(estimate_bytes(args, hw, style_hw, lean, maxcor)
+            needed = min(estimate_bytes(args, hw, style_hw, lean, maxcor, iterations)
                          for lean, maxcor in stage_settings(args))
             best = largest_fitting_scale(args, reference_hw, available)
             hint = (f"; the largest scale that fits is {best}" if best else "")
