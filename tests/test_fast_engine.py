@@ -67,6 +67,33 @@ def test_fast_and_reference_agree_with_perceptual_controls(vgg_params, pooling):
     print(f"{pooling}: losses {[abs(float(g) / float(w) - 1) for g, w in zip(fast[:4], ref[:4])]}, "
           f"gradient {rel_error(fast.grad, ref.grad):.1e}")
 
+def test_deleting_an_objective_frees_its_pool_at_once(vgg_params):
+    """No reference cycle between an Objective and its FastEvaluator: a coarse-to-fine run (or a
+    notebook making one objective per run) frees each objective's targets and pooled buffers when
+    it drops the objective, not at some later garbage collection."""
+    import gc
+    import weakref
+
+    from minivgg.transfer.objective import Objective
+    from minivgg.vgg import VGG19
+    x, content, styles = _images(5, 1)
+    net = VGG19(vgg_params, pooling="avg", dtype="float32")
+    objective = Objective(net, content.astype("float32"), [styles[0].astype("float32")])
+    objective(x.astype("float32"))
+    refs = [weakref.ref(objective), weakref.ref(objective.fast), weakref.ref(objective.fast.pool)]
+    evaluator = objective.fast
+    gc.disable()
+    try:
+        del objective
+        assert [r() is None for r in refs] == [True, False, False]   # the evaluator is still held
+        with pytest.raises(RuntimeError, match="Objective no longer exists"):
+            evaluator(x.astype("float32"))
+        del evaluator
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()
+
+
 def _executed_lines(call):
     """{file: lines} of the project's own code (tests and installed packages excluded) that call() executes."""
     hits = defaultdict(set)

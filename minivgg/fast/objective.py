@@ -20,6 +20,8 @@ the same L_total and gradient as the reference evaluation in that class
 """
 from __future__ import annotations
 
+import weakref
+
 from losses import tv_loss_backward, tv_loss_forward
 from minivgg.fast import guided as fast_guided
 from minivgg.fast import losses as fast_losses
@@ -27,11 +29,23 @@ from minivgg.fast.arrays import ArrayPool
 
 
 class FastEvaluator:
-    """Evaluations of ``objective`` (an ``Objective`` on a fast ``VGG19``) with the engine's own pool."""
+    """Evaluations of ``objective`` (an ``Objective`` on a fast ``VGG19``) with the engine's own pool.
+
+    The objective owns its evaluator and the evaluator only looks the objective up (a weak
+    reference): without that cycle, ``del objective`` frees the targets and the pool at once, not
+    at the garbage collector's next pass (a coarse-to-fine run builds one objective per stage).
+    """
 
     def __init__(self, objective):
-        self.objective = objective
+        self._objective = weakref.ref(objective)
         self.pool = ArrayPool()
+
+    @property
+    def objective(self):
+        objective = self._objective()
+        if objective is None:
+            raise RuntimeError("this FastEvaluator's Objective no longer exists")
+        return objective
 
     def __call__(self, x) -> tuple:
         """(content, style, tv, total, grad) at x (1, 3, H, W), as ``Objective``'s reference evaluation."""
