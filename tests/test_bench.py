@@ -7,24 +7,24 @@ import sys
 
 import pytest
 
-from minivgg import bench
+from minivgg import bench, bench_cases
 
 
 @pytest.mark.parametrize("height,width", [(16, 16), (256, 256), (512, 512), (96, 160)])
 def test_forward_macs_per_pixel_is_361152_up_to_conv5_1(height, width):
     """Hand count: conv1_1 1728 + conv1_2 36864 + block 2 (18432 + 36864) + block 3 (18432 + 3 * 36864)
     + block 4 (18432 + 3 * 36864) + conv5_1 9216 = 361,152 MACs per input pixel."""
-    assert bench.forward_macs(height, width) == 361_152 * height * width
+    assert bench_cases.forward_macs(height, width) == 361_152 * height * width
 
 
 def test_flops_are_forward_and_backward_two_per_mac():
-    assert bench.objective_flops(512, 512) == 4 * 361_152 * 512 * 512   # 378.7 GFLOP
-    assert bench.forward_macs(32, 32, last="conv1_2") == (3 + 64) * 64 * 9 * 32 * 32
+    assert bench_cases.objective_flops(512, 512) == 4 * 361_152 * 512 * 512   # 378.7 GFLOP
+    assert bench_cases.forward_macs(32, 32, last="conv1_2") == (3 + 64) * 64 * 9 * 32 * 32
 
 
 def test_floor_sizes_count_each_layer_at_its_own_size():
     # 17x17: pools floor to 8, 4, 2, 1, so conv5_1 runs on 1x1
-    assert bench.forward_macs(17, 17) == (
+    assert bench_cases.forward_macs(17, 17) == (
         (3 * 64 + 64 * 64) * 9 * 289 + (64 * 128 + 128 * 128) * 9 * 64
         + (128 * 256 + 3 * 256 * 256) * 9 * 16 + (256 * 512 + 3 * 512 * 512) * 9 * 4 + 512 * 512 * 9)
 
