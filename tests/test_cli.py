@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import minivgg.image
+import minivgg.transfer.inputs as inputs_module
 import minivgg.transfer.run as run_module
 import minivgg.transfer.stages as stages_module
 from minivgg.backend import gpu_status
@@ -209,6 +210,7 @@ def test_too_large_for_memory_is_refused_at_once(cli, photo, monkeypatch):
 
     for name in ("resize_rgb", "VGG19", "Objective"):
         monkeypatch.setattr(run_module, name, must_not_run)
+    monkeypatch.setattr(inputs_module, "resize_rgb", must_not_run)
     import weights
     monkeypatch.setattr(weights, "load_vgg19", must_not_run)
     tracemalloc.start()
@@ -281,7 +283,7 @@ def test_unknown_sample_name_suggests_the_closest(cli, samples_listed, argv, mes
 @pytest.mark.parametrize("why", ["CuPy is not importable (ModuleNotFoundError: No module named 'cupy')",
                                  "CuPy is installed but no CUDA device was found"])
 def test_gpu_unavailable_is_one_line(cli, photo, monkeypatch, why):
-    monkeypatch.setattr(run_module, "gpu_status", lambda: (False, why))
+    monkeypatch.setattr(inputs_module, "gpu_status", lambda: (False, why))
     code, _, err = cli(*CHEAP, "--content", photo, "--device", "gpu")
     assert code == 2
     assert one_error_line(err) == f"--device gpu is not available: {why} (use --device cpu)"
@@ -337,7 +339,7 @@ def no_work(monkeypatch):
     """Fails the test if any image is read: output problems must be found before that."""
     def must_not_run(*args, **kwargs):
         raise AssertionError("images were loaded before the output was checked")
-    monkeypatch.setattr(run_module, "load_inputs", must_not_run)
+    monkeypatch.setattr(inputs_module, "load_inputs", must_not_run)
 
 
 def test_missing_output_folder(cli, photo, tmp_path, no_work):
@@ -359,7 +361,7 @@ def test_unwritable_output_folder(cli, photo, tmp_path, monkeypatch, no_work):
     folder = tmp_path / "locked"
     folder.mkdir()
     real_access = os.access
-    monkeypatch.setattr(run_module.os, "access", lambda p, mode, *a, **k:
+    monkeypatch.setattr(inputs_module.os, "access", lambda p, mode, *a, **k:
                         False if str(p) == str(folder) else real_access(p, mode, *a, **k))
     code, _, err = cli(*CHEAP, "--content", photo, "--out", folder / "out.png")
     assert code == 2

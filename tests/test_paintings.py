@@ -345,7 +345,7 @@ def test_the_command_line_fetch_refuses_bad_input_in_one_line(tmp_path):
 
 def test_the_transfer_command_takes_a_painting_name_once_fetched(fake_package):
     from minivgg.transfer.common import UsageError
-    from minivgg.transfer.run import _sample
+    from minivgg.transfer.inputs import _sample
     deb, whole, _ = fake_package
     with pytest.raises(UsageError, match="style image 'whole': the extra paintings are not "
                                          "fetched yet: run `python -m weights --paintings`"):

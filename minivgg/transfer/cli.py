@@ -2,8 +2,9 @@
 
 Every check that can fail runs before any computing, and a failure prints one
 line ``python -m minivgg.transfer: error: ...`` on stderr (no traceback) and
-exits with code 2. The work itself, and the exit statuses of a run that
-started, are in ``minivgg/transfer/run.py``.
+exits with code 2. The checks that need the images are in
+``minivgg/transfer/inputs.py``; the work itself, and the exit statuses of a run
+that started, in ``minivgg/transfer/run.py``.
 """
 from __future__ import annotations
 

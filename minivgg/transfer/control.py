@@ -1,6 +1,6 @@
 """The command line's perceptual controls (Gatys et al. 2017): their parsing, checks and loading.
 
-``cli.py`` and ``run.py`` call these; each refusal is a one-line ``UsageError``
+``cli.py``, ``inputs.py`` and ``run.py`` call these; each refusal is a one-line ``UsageError``
 (exit status 2, nothing computed), raised before any work.
 
     parse_content_layers(["conv4_2", "conv5_2:0.5"]) -> {"conv4_2": 1.0, "conv5_2": 0.5}
