@@ -118,14 +118,6 @@ def _read_manifest():
     return files
 
 
-def _read(path: Path) -> bytes:
-    """A file's bytes; ``WeightsError`` naming it when it cannot be read."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def _installed_bundles():
     """The bundles of an installed gcompris-qt-data when both are there with our sha256s, or None."""
     if not all((INSTALLED_RCC / name).is_file() for name in BUNDLE_SHA256):
@@ -155,7 +147,10 @@ def _bundles(deb) -> tuple:
             if not deb.is_file():
                 raise WeightsError(f"--deb '{deb}': no such file")
             source = f"{deb} ({DEB_REQUIREMENT})"
-        check_sha256(_read(deb), DEB_SHA256, f"{deb.name} (expected {DEB_NAME})")
+        try:
+            check_sha256(deb, DEB_SHA256, f"{deb.name} (expected {DEB_NAME})")
+        except OSError as exc:                      # not the cache folder's problem: say whose
+            raise WeightsError(f"cannot read {deb}: {exc.strerror or exc}") from None
         found = deb_files(deb, {RCC_FOLDER + name for name in BUNDLE_SHA256})
     bundles = {name: found[RCC_FOLDER + name] for name in BUNDLE_SHA256}
     for name, data in bundles.items():
