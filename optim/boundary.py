@@ -87,6 +87,20 @@ class FlatObjective:
         return fallback if self.best_z is None else self.to_engine(self.best_z)
 
 
+class BestOnDevice(FlatObjective):
+    """``FlatObjective`` (counting, checks, time limit, best point) with the best point kept as
+    an engine array on its own device instead of a float64 host vector: a copy on the device,
+    never a transfer. Exact: the copy has the dtype the objective saw. For the optimisers that
+    work on engine arrays themselves (``optim.lbfgs_device``, ``optim.first_order``)."""
+
+    @staticmethod
+    def to_flat(x):
+        return x.copy()
+
+    def to_engine(self, z):
+        return z
+
+
 def box_bounds(like, low, high):
     """Per-pixel bounds (lb, ub), each (3HW,) float64: channel c's (low_c, high_c) broadcast over (1, 3, H, W)."""
     shape = tuple(like.shape)

@@ -8,7 +8,7 @@ Shapes: x, g, m, v: (1, 3, H, W).
 from __future__ import annotations
 
 from minivgg.backend import get_array_module
-from optim.boundary import FlatObjective, Stopped
+from optim.boundary import BestOnDevice, Stopped
 from optim.progress import Progress
 from optim.result import OptimResult
 
@@ -23,7 +23,7 @@ def _project(x, bounds):
 
 def _run(step, objective, x0, iterations, bounds, progress, time_limit, on_iteration):
     """Shared loop: evaluate, report, step, project; stops cleanly like ``optim.lbfgs``."""
-    flat = FlatObjective(objective, x0, time_limit=time_limit)
+    flat = BestOnDevice(objective, x0, time_limit=time_limit)   # the best point stays on the device
     progress = progress or Progress(iterations, quiet=True)
     x = _project(x0.copy(), bounds)
     done, stopped = 0, "done"

@@ -64,14 +64,14 @@ search's values and slopes) are Python floats (float64).
 
 Stops are those of ``optim.lbfgs``, through ``optim.boundary.FlatObjective``:
 a NaN or Inf loss or gradient, a time limit, or Ctrl-C return the best point
-evaluated, kept on the device (``_BestOnDevice``).
+evaluated, kept on the device (``BestOnDevice``).
 """
 from __future__ import annotations
 
 import time
 
 from minivgg.backend import get_array_module, synchronize
-from optim.boundary import FlatObjective, Stopped
+from optim.boundary import BestOnDevice, Stopped
 from optim.line_search import strong_wolfe
 from optim.progress import Progress
 from optim.result import OptimResult
@@ -249,19 +249,6 @@ class Box:
         return xp.concatenate((low[v[low] < 0], high[v[high] > 0]))
 
 
-class _BestOnDevice(FlatObjective):
-    """``FlatObjective`` (counting, checks, time limit, best point) with the best point kept as
-    an engine array on its own device instead of a float64 host vector: a copy on the device,
-    never a transfer. Exact: the copy has the dtype the objective saw."""
-
-    @staticmethod
-    def to_flat(x):
-        return x.copy()
-
-    def to_engine(self, z):
-        return z
-
-
 class _Timed:
     """objective(x) with the seconds spent inside it added up (the GPU waited for, so that
     asynchronous work is counted where it belongs)."""
@@ -397,7 +384,7 @@ def lbfgs_device(objective, x0, iterations, *, bounds=None, maxcor=20, progress=
     check_arguments(iterations, maxcor)
     start = time.perf_counter()
     timed = _Timed(objective)
-    flat = _BestOnDevice(timed, x0, time_limit=time_limit)
+    flat = BestOnDevice(timed, x0, time_limit=time_limit)
     progress = progress or Progress(iterations, quiet=True)
     box = Box(bounds, x0)
     pairs = Pairs(int(maxcor), x0.size, x0.dtype, get_array_module(x0))
