@@ -69,11 +69,8 @@ def load_params(source: str = "real") -> dict:
         return weights.load_vgg19()
     if source != "random":
         raise ValueError(f"weights must be 'real' or 'random', not {source!r}")
-    from minivgg.architecture import CONV_SHAPES
-    rng = numpy.random.default_rng(SEED)
-    return {name: ((rng.standard_normal(shape) * (2.0 / (shape[1] * 9)) ** 0.5).astype(numpy.float32),
-                   numpy.zeros(shape[0], numpy.float32))
-            for name, shape in CONV_SHAPES.items()}
+    import weights
+    return weights.untrained_vgg19(seed=SEED)
 
 
 def _images(height: int, width: int):

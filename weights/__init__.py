@@ -3,6 +3,7 @@
     params = weights.load_vgg19()                  # {"conv1_1": (w, b), ..., "conv5_4": (w, b)}
     params = weights.load_vgg19(normalized=True)   # the paper's normalised network
     params = weights.load_vgg19(path="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    params = weights.untrained_vgg19(seed=0)        # same shapes, He-normal random values
 
 w: (O, I, 3, 3) float32 OIHW cross-correlation kernels, b: (O,) float32, for
 the 16 convs of ``weights.table``. Input convention: BGR, 0..255, Caffe mean
@@ -33,9 +34,10 @@ from weights.cache import arrays_sha256, load_or_build
 from weights.errors import CacheFolderError, WeightsError
 from weights.home import cache_dir
 from weights.table import VGG19_TABLE
+from weights.untrained import untrained_vgg19
 
 __all__ = ["load_vgg19", "load_vgg19_with_attrs", "cache_dir", "normalized_cache_path", "WeightsError",
-           "CacheFolderError", "VGG19_TABLE"]
+           "CacheFolderError", "VGG19_TABLE", "untrained_vgg19"]
 
 ORIGINAL_FILE = "vgg19.h5"
 NORMALIZED_FILE = "vgg19_normalized.h5"
