@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from minivgg import bench, bench_cases
+from minivgg.transfer import evaluate
 
 
 @pytest.mark.parametrize("height,width", [(16, 16), (256, 256), (512, 512), (96, 160)])
@@ -60,3 +61,12 @@ def test_json_rows_in_a_subprocess(vgg_params):
         assert field in row, field
     assert (row["size"], row["device"], row["dtype"]) == (32, "cpu", "float32")
     assert row["seconds_per_eval"] > 0 and row["peak_rss_bytes"] > 0
+    # the derived figures are what they say they are
+    assert row["gflops"] == pytest.approx(bench_cases.objective_flops(32, 32) / row["seconds_per_eval"] / 1e9)
+    assert row["fraction_of_matmul"] == pytest.approx(row["gflops"] / row["matmul_gflops"])
+    assert row["estimate_error"] == pytest.approx(row["estimated_peak_bytes"] / row["peak_rss_bytes"] - 1)
+    # and the loss is the paper's objective on the bench's seeded images, recomputed here in float64
+    content, style, x = bench_cases._images(32, 32)
+    _, _, total, _ = evaluate(x, content, style, alpha=bench_cases.ALPHA, beta=bench_cases.BETA,
+                              content_layer=bench_cases.CONTENT_LAYER, dtype="float64")
+    assert row["total_loss"] == pytest.approx(float(total), rel=1e-4)       # float32 against float64

@@ -35,7 +35,8 @@ def test_relu_finite_differences(xp):
     out, cache = relu_forward(x)
     dout = xp.asarray(rng.standard_normal(out.shape))
     dx = relu_backward(dout, cache)
-    assert directional_check(lambda v: xp.vdot(relu_forward(v)[0], dout), x, dx, rng) < 1e-5
+    # piecewise linear and away from the kink: only rounding is left (measured <= 2.6e-9 over 20 seeds)
+    assert directional_check(lambda v: xp.vdot(relu_forward(v)[0], dout), x, dx, rng) < 1e-8
 
 
 @pytest.mark.parametrize("shape,kernel,stride", [((2, 3, 7, 9), 2, 2), ((1, 2, 8, 6), 3, 2),
@@ -43,8 +44,9 @@ def test_relu_finite_differences(xp):
 def test_pool_finite_differences(xp, shape, kernel, stride):
     rng = np.random.default_rng(1)
     x = xp.asarray(_distinct(rng, shape))
+    # both linear in x (max: no window near a tie), so only rounding is left: measured <= 4.0e-8 over 20 seeds
     for forward, backward, tol in ((avg_pool2d_forward, avg_pool2d_backward, 1e-7),
-                                   (max_pool2d_forward, max_pool2d_backward, 1e-5)):
+                                   (max_pool2d_forward, max_pool2d_backward, 1e-7)):
         out, cache = forward(x, kernel, stride)
         dout = xp.asarray(rng.standard_normal(out.shape))
         dx = backward(dout, cache)

@@ -11,7 +11,9 @@ from minivgg.vgg import min_input_size
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 @pytest.mark.parametrize("pooling", ["avg", "max"])
-@pytest.mark.parametrize("dtype,tol", [("float64", 1e-5), ("float32", 1e-4)])
+# The oracle's activations are stored in float32, so float64 agrees to their rounding: measured 2.65e-8;
+# float32: 3.4e-7 (reference), 4.2e-6 (fast: Winograd's transforms round more).
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-7), ("float32", 1e-5)])
 def test_all_21_layers_match_the_oracle(reference_dir, vgg_params, pooling, dtype, tol, engine):
     ref = np.load(reference_dir / "vgg19_activations.npz")
     net = VGG19(vgg_params, pooling=pooling, dtype=dtype, engine=engine)
@@ -40,7 +42,7 @@ def test_diamond_directional_derivative(vgg_params, pooling, engine):
 
     dx = net.backward(upstream, cache)
     assert dx.shape == x.shape and dx.dtype == np.float64
-    assert directional_check(loss, x, dx, rng, h=1e-4, directions=4) < 1e-5
+    assert directional_check(loss, x, dx, rng, h=1e-4, directions=4) < 1e-6   # measured 1.1e-8 .. 1.1e-7
 
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
