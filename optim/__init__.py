@@ -5,11 +5,11 @@ on the image's own device (``lbfgs_device``), gradient descent, Adam.
 or float64, shaped (1, 3, H, W)) become scipy's 1-D contiguous float64 NumPy
 vectors, and back.
 """
-from optim.boundary import FlatObjective, Stopped
+from optim.boundary import BestPoint, FlatObjective, Stopped
 from optim.first_order import adam, gradient_descent
 from optim.lbfgs import lbfgs
 from optim.lbfgs_device import lbfgs_device
 from optim.progress import Progress
 from optim.result import OptimResult
 
-__all__ = ["FlatObjective", "Stopped", "OptimResult", "Progress", "lbfgs", "lbfgs_device", "adam", "gradient_descent"]
+__all__ = ["BestPoint", "FlatObjective", "Stopped", "OptimResult", "Progress", "lbfgs", "lbfgs_device", "adam", "gradient_descent"]

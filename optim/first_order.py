@@ -8,7 +8,7 @@ Shapes: x, g, m, v: (1, 3, H, W).
 from __future__ import annotations
 
 from minivgg.backend import get_array_module
-from optim.boundary import BestOnDevice, Stopped
+from optim.boundary import BestPoint, Stopped
 from optim.progress import Progress
 from optim.result import OptimResult
 
@@ -23,23 +23,23 @@ def _project(x, bounds):
 
 def _run(step, objective, x0, iterations, bounds, progress, time_limit, on_iteration):
     """Shared loop: evaluate, report, step, project; stops cleanly like ``optim.lbfgs``."""
-    flat = BestOnDevice(objective, x0, time_limit=time_limit)   # the best point stays on the device
+    points = BestPoint(objective, x0, time_limit=time_limit)    # the best point stays on the device
     progress = progress or Progress(iterations, quiet=True)
     x = _project(x0.copy(), bounds)
     done, stopped = 0, "done"
     try:
         for k in range(1, int(iterations) + 1):
-            ev = flat.evaluate(x)
+            ev = points.evaluate(x)
             x = _project(step(k, x, ev.grad), bounds)
             done = k
-            progress.update(k, flat.evaluations, *flat.last)
+            progress.update(k, points.evaluations, *points.last)
             if on_iteration is not None:
                 on_iteration(k, x)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except Stopped as why:
         stopped = str(why)
-    return OptimResult(flat.best_x(x0), flat.best_loss, done, flat.evaluations, stopped,
+    return OptimResult(points.best_x(x0), points.best_loss, done, points.evaluations, stopped,
                        progress.history)
 
 

@@ -4,7 +4,7 @@ scipy.optimize.minimize(method="L-BFGS-B", jac=True) on the flattened image,
 with box bounds keeping every pixel in the valid 0..255 range (in the
 preprocessed space: channel c in [-mean_c, 255 - mean_c]) instead of clamping
 inside the objective, and ftol = gtol = 0 so the asked number of iterations
-really runs (PAPER.md). The run can stop early and cleanly: Ctrl-C, a time
+really runs (docs/derivations.md, section 7). The run can stop early and cleanly: Ctrl-C, a time
 limit, or a non-finite loss return the best image evaluated so far. While it
 runs, scipy's own BLAS uses one thread (``optim.threads``: its short vector
 calls between evaluations are slower on many).
@@ -37,8 +37,8 @@ def lbfgs(objective, x0, iterations, *, bounds=None, maxcor=20, progress=None,
 
     def callback(zk):
         state["iteration"] += 1
-        total, content, style = flat.last
-        progress.update(state["iteration"], flat.evaluations, total, content, style)
+        total, content, style = flat.points.last
+        progress.update(state["iteration"], flat.points.evaluations, total, content, style)
         if on_iteration is not None:
             on_iteration(state["iteration"], flat.to_engine(zk))
 
@@ -61,5 +61,5 @@ def lbfgs(objective, x0, iterations, *, bounds=None, maxcor=20, progress=None,
         stopped = "interrupted"
     except Stopped as why:
         stopped = str(why)
-    return OptimResult(flat.best_x(x0), flat.best_loss, state["iteration"], flat.evaluations,
+    return OptimResult(flat.best_x(x0), flat.points.best_loss, state["iteration"], flat.points.evaluations,
                        stopped, progress.history)

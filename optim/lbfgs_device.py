@@ -62,16 +62,16 @@ needs its dot products consistent, not exact, and a float64 accumulation
 would cost a converted copy per dot. The scalars (rho, gamma, the line
 search's values and slopes) are Python floats (float64).
 
-Stops are those of ``optim.lbfgs``, through ``optim.boundary.FlatObjective``:
+Stops are those of ``optim.lbfgs``, through ``optim.boundary.BestPoint``:
 a NaN or Inf loss or gradient, a time limit, or Ctrl-C return the best point
-evaluated, kept on the device (``BestOnDevice``).
+evaluated, kept on the device.
 """
 from __future__ import annotations
 
 import time
 
 from minivgg.backend import get_array_module, synchronize
-from optim.boundary import BestOnDevice, Stopped
+from optim.boundary import BestPoint, Stopped
 from optim.line_search import strong_wolfe
 from optim.progress import Progress
 from optim.result import OptimResult
@@ -273,9 +273,9 @@ class _Search:
     a boolean mask. After ``accept``, (x, g) and (xt, gt) swap roles.
     """
 
-    def __init__(self, flat, box, x0):
+    def __init__(self, points, box, x0):
         xp = get_array_module(x0)
-        self.flat, self.box, self.xp = flat, box, xp
+        self.points, self.box, self.xp = points, box, xp
         self.x, self.g, self.xt, self.gt, self.d, self.w = (
             xp.empty(x0.shape, dtype=x0.dtype) for _ in range(6))
         self.moving = xp.empty(x0.shape, dtype=bool) if box.bounded else None
@@ -285,9 +285,9 @@ class _Search:
 
     def _evaluate(self, x, g) -> float:
         """f(x), its gradient copied into g (the objective may reuse its memory next time)."""
-        ev = self.flat.evaluate(x)
+        ev = self.points.evaluate(x)
         self.xp.copyto(g, ev.grad)
-        return self.flat.last[0]
+        return self.points.last[0]
 
     def __call__(self, t: float):
         """(phi(t), phi'(t)); the trial point stays in (xt, gt)."""
@@ -314,7 +314,7 @@ class _Search:
         xp.subtract(self.gt.reshape(-1), self.g.reshape(-1), out=y)
         sy, yy = float(xp.dot(s, y)), float(xp.dot(y, y))
         self.x, self.xt, self.g, self.gt = self.xt, self.x, self.gt, self.g
-        self.f, self.t = self.flat.last[0], None
+        self.f, self.t = self.points.last[0], None
         pairs.commit(slot, sy, yy)
 
     def direction(self, pairs: Pairs) -> float:
@@ -384,13 +384,13 @@ def lbfgs_device(objective, x0, iterations, *, bounds=None, maxcor=20, progress=
     check_arguments(iterations, maxcor)
     start = time.perf_counter()
     timed = _Timed(objective)
-    flat = BestOnDevice(timed, x0, time_limit=time_limit)
+    points = BestPoint(timed, x0, time_limit=time_limit)
     progress = progress or Progress(iterations, quiet=True)
     box = Box(bounds, x0)
     pairs = Pairs(int(maxcor), x0.size, x0.dtype, get_array_module(x0))
     done, stopped, outside = 0, "done", 0.0
     try:
-        search = _Search(flat, box, x0)
+        search = _Search(points, box, x0)
         for k in range(1, int(iterations) + 1):
             why = _iterate(search, pairs)
             if why is not None:
@@ -398,7 +398,7 @@ def lbfgs_device(objective, x0, iterations, *, bounds=None, maxcor=20, progress=
                 break
             done = k
             called = time.perf_counter()
-            progress.update(k, flat.evaluations, *flat.last)
+            progress.update(k, points.evaluations, *points.last)
             if on_iteration is not None:
                 on_iteration(k, search.x.copy())        # a copy: search.x is reused
             outside += time.perf_counter() - called
@@ -407,5 +407,5 @@ def lbfgs_device(objective, x0, iterations, *, bounds=None, maxcor=20, progress=
     except Stopped as why:
         stopped = str(why)
     seconds = time.perf_counter() - start - timed.seconds - outside
-    return OptimResult(flat.best_x(x0), flat.best_loss, done, flat.evaluations, stopped,
+    return OptimResult(points.best_x(x0), points.best_loss, done, points.evaluations, stopped,
                        progress.history, optimizer_seconds=seconds)
