@@ -6,7 +6,8 @@ or hands them to ``minivgg.fast`` (the fast engine, the default: the same
 function, transformed for speed); ``minivgg.transfer`` is the algorithm.
 """
 from minivgg.backend import get_array_module, gpu_status, to_device, to_numpy
-from minivgg.vgg import LAYER_NAMES, VGG19
+from minivgg.architecture import LAYER_NAMES
+from minivgg.vgg import VGG19
 
 __all__ = ["VGG19", "LAYER_NAMES", "get_array_module", "gpu_status", "to_device", "to_numpy"]
 __version__ = "0.1.0"

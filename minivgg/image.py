@@ -1,7 +1,7 @@
 """Images in and out of the network's input space, and on and off the disk.
 
     rgb: (H, W, 3) RGB, 0..255 float64 (or uint8)
-    x:   (1, 3, H, W) BGR, 0..255 scale, MEAN_BGR subtracted (PAPER.md, Caffe VGG)
+    x:   (1, 3, H, W) BGR, 0..255 scale, MEAN_BGR subtracted (``minivgg.architecture``, Caffe VGG)
 
 This is an I/O boundary: it works on NumPy arrays (a CuPy ``x`` is copied to
 the host by ``net_to_rgb``). Every problem reading a file becomes one
@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from minivgg.backend import to_numpy
-from minivgg.vgg import MEAN_BGR
-
-_MEAN = np.array(MEAN_BGR, dtype=np.float64).reshape(1, 3, 1, 1)
+# The network's input convention is part of the network's description (minivgg.architecture);
+# it is imported here because images are turned into network inputs and back through this module.
+from minivgg.architecture import MEAN_BGR, net_to_rgb, pixel_bounds, rgb_to_net  # noqa: F401
 
 #: Largest image ``load_rgb`` decodes: 2**26 pixels (8192 x 8192; a 61-megapixel camera's
 #: 9504 x 6336 fits). Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, 89 Mpx, an error only
@@ -43,30 +42,6 @@ DECODE_BYTES_PER_PIXEL = 32
 
 class ImageError(ValueError):
     """An image file that cannot be used; the message names the file and why."""
-
-
-def rgb_to_net(rgb, dtype="float32"):
-    """(H, W, 3) RGB 0..255 -> (1, 3, H, W) BGR with the Caffe mean subtracted."""
-    rgb = np.asarray(rgb, dtype=np.float64)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    bgr = rgb[:, :, ::-1].transpose(2, 0, 1)[None]                   # (1, 3, H, W)
-    return np.ascontiguousarray(bgr - _MEAN, dtype=dtype)
-
-
-def net_to_rgb(x, rounded=True):
-    """(1, 3, H, W) network input -> (H, W, 3) RGB: uint8 rounded and clipped, or float64 if not ``rounded``."""
-    x = to_numpy(x).astype(np.float64)
-    bgr = x[0] + _MEAN[0]                                             # (3, H, W)
-    rgb = bgr[::-1].transpose(1, 2, 0)                                # (H, W, 3)
-    if not rounded:
-        return np.ascontiguousarray(rgb)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-
-
-def pixel_bounds():
-    """(low, high), each 3 per-channel values (BGR) of valid pixels in input space: (-mean_c, 255 - mean_c)."""
-    return tuple(-m for m in MEAN_BGR), tuple(255.0 - m for m in MEAN_BGR)
 
 
 def _to_rgb_array(img: Image.Image, notes: list) -> np.ndarray:

@@ -3,8 +3,7 @@
     estimate_peak_bytes(height, width, ...)  -> predicted peak RSS of a run (bytes)
     estimate(height, width, ...)             -> the same, term by term (MemoryEstimate)
     available_memory_bytes(device)           -> what the machine can still give (bytes, or None)
-    check_fits(needed)                       -> None, or raises NotEnoughMemory (one line)
-    ensure_fits(height, width, ...)          -> the estimate, or raises NotEnoughMemory
+    refusal_message(needed, available, ...)  -> the one line a refusal prints (``NotEnoughMemory``)
 
 The model walks the VGG-19 layer table (``minivgg.architecture.LAYERS``) at the given
 image size and adds up the arrays the code keeps alive at its two high-water
@@ -326,32 +325,3 @@ def refusal_message(needed: int, available: int, device: str = "cpu", what: str 
     """The one-line reason a run is refused: what, where, the estimate and what is available."""
     return (f"not enough memory for {what} on {device}: estimated peak {_gb(needed)}, "
             f"available {_gb(available)}; use a smaller size")
-
-
-def check_fits(needed: int, available: int | None = None, *, device: str = "cpu",
-               what: str = "this run") -> None:
-    """Raise NotEnoughMemory (one line: estimate and available) if ``needed`` bytes exceed ``available``.
-
-    available: default ``available_memory_bytes(device)``; when that is unknown, nothing is refused.
-    """
-    if available is None:
-        available = available_memory_bytes(device)
-    if available is not None and needed > available:
-        raise NotEnoughMemory(refusal_message(needed, available, device, what))
-
-
-def ensure_fits(height: int, width: int, dtype: str = "float32", *, device: str = "cpu",
-                available: int | None = None, **kwargs) -> int:
-    """The estimated peak (bytes) if it fits in ``available`` (default: ``available_memory_bytes``).
-
-    Raises NotEnoughMemory (a MemoryError and a ValueError) with a one-line
-    message giving both numbers otherwise; passes when availability is unknown.
-    Keyword arguments as ``estimate``.
-    """
-    needed = estimate_peak_bytes(height, width, dtype, device=device, **kwargs)
-    check_fits(needed, available, device=device, what=f"a {height}x{width} run")
-    return needed
-
-
-__all__ = ["estimate", "estimate_phases", "estimate_peak_bytes", "available_memory_bytes", "ensure_fits",
-           "check_fits", "refusal_message", "MemoryEstimate", "NotEnoughMemory", "layer_outputs"]

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from minivgg.architecture import (CONV_NAMES, CONV_SHAPES, LAYER_NAMES, LAYERS, MEAN_BGR,  # noqa: F401
-                                  PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS, layer_index, min_input_size,
-                                  tap_depth)
+from minivgg.architecture import CONV_NAMES, CONV_SHAPES, LAYER_NAMES, layer_index, tap_depth
 from minivgg.backend import to_device
 from minivgg.conv import conv2d_backward, conv2d_forward
 from minivgg.fast.network import FastVGG19

@@ -19,6 +19,8 @@ from PIL import Image
 
 import minivgg.image
 import minivgg.transfer.inputs as inputs_module
+import minivgg.transfer.output as output_module
+import minivgg.transfer.prepare as prepare_module
 import minivgg.transfer.run as run_module
 import minivgg.transfer.stages as stages_module
 from minivgg.backend import gpu_status
@@ -210,7 +212,7 @@ def test_too_large_for_memory_is_refused_at_once(cli, photo, monkeypatch):
 
     for name in ("resize_rgb", "VGG19", "Objective"):
         monkeypatch.setattr(run_module, name, must_not_run)
-    monkeypatch.setattr(inputs_module, "resize_rgb", must_not_run)
+    monkeypatch.setattr(prepare_module, "resize_rgb", must_not_run)
     import weights
     monkeypatch.setattr(weights, "load_vgg19", must_not_run)
     tracemalloc.start()
@@ -402,15 +404,15 @@ def test_unwritable_result_is_saved_elsewhere(cli, photo, tmp_path, monkeypatch)
     """The folder vanished or filled up during a long run: the result goes to the temp folder."""
     spare = tmp_path / "spare"
     spare.mkdir()
-    monkeypatch.setattr(run_module.tempfile, "gettempdir", lambda: str(spare))
-    real_save = run_module.save_rgb
+    monkeypatch.setattr(output_module.tempfile, "gettempdir", lambda: str(spare))
+    real_save = output_module.save_rgb
 
     def save_rgb(rgb, path):
         if path.parent != spare:
             raise OSError(28, "No space left on device")
         return real_save(rgb, path)
 
-    monkeypatch.setattr(run_module, "save_rgb", save_rgb)
+    monkeypatch.setattr(output_module, "save_rgb", save_rgb)
     code, out, err = cli(*CHEAP, "--content", photo, "--out", "out.png")
     assert code == 1 and out == ""
     assert err.strip().splitlines()[-1] == (
@@ -447,3 +449,19 @@ def test_refusal_after_a_renamed_output_is_still_one_line(cli, tmp_path):
     code, _, err = cli(*CHEAP, "--content", tmp_path / "missing.png", "--out", "out.png")
     assert code == 2
     assert one_error_line(err) == f"content image '{tmp_path / 'missing.png'}': no such file"
+
+
+def test_the_run_returns_its_outcome_as_data(cli, photo, tmp_path):
+    """run() says its notes and summary through ``say`` and returns an Outcome; it prints nothing itself."""
+    from minivgg.transfer.cli import parse_args
+    from minivgg.transfer.run import run
+    # the cli fixture has set up the real weights and tmp_path as the working folder
+    said = []
+    outcome = run(parse_args([*CHEAP, "--content", str(photo), "--out", "o.png"]), say=said.append)
+    assert said and said[-1].startswith("python -m minivgg.transfer: content 16x12 px")
+    assert outcome.written.path.resolve() == tmp_path / "o.png" and outcome.written.problem is None
+    assert outcome.image.shape == (12, 16, 3) and outcome.image.dtype == np.uint8
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), outcome.image)
+    assert [(s.hw, s.iterations) for s in outcome.stages] == [((12, 16), 2)] and outcome.iterations == 2
+    assert outcome.stopped == "done" and np.isfinite(outcome.loss) and outcome.seconds > 0
+    assert outcome.loss <= min(h["total"] for h in outcome.history)     # the best evaluated point

@@ -13,10 +13,13 @@ from PIL import Image
 from gradcheck import rel_error
 from losses import gram_matrix
 from minivgg.image import ImageError, net_to_rgb, pixel_bounds, rgb_to_net
+from minivgg.transfer import config as settings
 from minivgg.transfer import control
+from minivgg.transfer.stages import style_size_hw
 from minivgg.transfer.common import UsageError
 from minivgg.transfer.objective import Objective
-from minivgg.vgg import CONV_SHAPES, VGG19
+from minivgg.architecture import CONV_SHAPES
+from minivgg.vgg import VGG19
 
 
 def _tinted(colour, shape, seed):
@@ -86,7 +89,7 @@ def test_style_images_at_their_own_size_are_scaled_per_position():
     for name, ratio in (("conv1_1", 32 * 48 / (64 * 64)), ("conv3_1", 8 * 12 / (16 * 16))):
         assert rel_error(raw.style_targets[name], gram_matrix(feats[name])) < 1e-15
         assert rel_error(scaled.style_targets[name], gram_matrix(feats[name]) * ratio) < 1e-15
-    assert control.style_size_hw((300, 400, 3), 128) == (96, 128)
+    assert style_size_hw((300, 400, 3), 128) == (96, 128)
 
 
 def test_objective_refuses_masks_that_do_not_fit():
@@ -112,25 +115,32 @@ def test_objective_refuses_masks_that_do_not_fit():
 # ---------------------------------------------------------------- the command line's helpers
 
 def test_parse_content_layers():
-    assert control.parse_content_layers(["conv4_2"]) == {"conv4_2": 1.0}
-    assert control.parse_content_layers(["conv4_2", "conv5_2:0.5"]) == {"conv4_2": 1.0, "conv5_2": 0.5}
+    assert settings.parse_content_layers(["conv4_2"]) == {"conv4_2": 1.0}
+    assert settings.parse_content_layers(["conv4_2", "conv5_2:0.5"]) == {"conv4_2": 1.0, "conv5_2": 0.5}
     for items, message in ((["conv4_9"], "unknown layer 'conv4_9'.*did you mean"),
                            (["conv4_2", "conv4_2:2"], "listed twice"),
                            (["conv4_2:x"], "not a number"), (["conv4_2:0"], "must be positive"),
                            (["conv4_2:nan"], "must be positive")):
         with pytest.raises(UsageError, match=message):
-            control.parse_content_layers(items)
+            settings.parse_content_layers(items)
 
 
 def _args(**kw):
-    base = dict(mode="transfer", style=["a", "b"], style_blend=None, content_masks=None, style_masks=None,
-                style_size=None, style_scale=1.0)
+    base = dict(mode="transfer", content="c", style=["a", "b"], style_blend=None, content_masks=None,
+                style_masks=None, trim_border=None, init="noise", seed=0, style_size=None, style_scale=None,
+                scales=None, size=None, iters=None, upsample_partial=False)
     return SimpleNamespace(**{**base, **kw})
 
 
+def check_controls(options):
+    """The checks of the control options in ``minivgg.transfer.config`` (images, then sizes)."""
+    settings.image_settings(options)
+    settings.stage_settings(options)
+
+
 def test_check_controls_refuses_before_reading_anything():
-    control.check_controls(_args())
-    control.check_controls(_args(content_masks=["l.png", "r.png"], style_masks=["all", "s.png"], style_size=300))
+    check_controls(_args())
+    check_controls(_args(content_masks=["l.png", "r.png"], style_masks=["all", "s.png"], style_size=300))
     cases = [(_args(content_masks=["l.png"]), "--content-masks has 1 masks for 2 style images"),
              (_args(content_masks=["l.png", "r.png"], style_masks=["s.png"]), "--style-masks has 1 masks"),
              (_args(style_masks=["s.png", "t.png"]), "--style-masks needs --content-masks"),
@@ -139,7 +149,7 @@ def test_check_controls_refuses_before_reading_anything():
              (_args(style_size=256, style_scale=2.0), "not both")]
     for args, message in cases:
         with pytest.raises(UsageError, match=message):
-            control.check_controls(args)
+            check_controls(args)
 
 
 def _save(path, array, mode="L"):

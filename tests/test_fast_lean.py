@@ -9,7 +9,8 @@ from minivgg.architecture import LAYER_NAMES
 from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward, unpack_mask
 from minivgg.relu import relu_backward, relu_forward
 from minivgg.transfer.objective import Objective
-from minivgg.vgg import CONV_SHAPES, VGG19
+from minivgg.architecture import CONV_SHAPES
+from minivgg.vgg import VGG19
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 7, 3), (2, 3, 4, 4), (1, 64, 9, 13)])

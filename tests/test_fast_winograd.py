@@ -11,7 +11,8 @@ from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
 from minivgg.fast.conv import conv2d_backward, conv2d_forward
 from minivgg.fast.layout import channels_last
 from minivgg.fast.winograd import conv3x3, flip_map, plans, prepare, tile_size, toom_cook
-from minivgg.vgg import CONV_SHAPES, VGG19
+from minivgg.architecture import CONV_SHAPES
+from minivgg.vgg import VGG19
 
 # (N, C, O, H, W): batch > 1, sizes that are and are not multiples of the tile, images smaller
 # than one tile, a single pixel.

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import minivgg.transfer.output as output_module
 import minivgg.transfer.run as run_module
 from minivgg.transfer.objective import Evaluation, Objective
 from optim import adam, gradient_descent, lbfgs
@@ -150,13 +151,13 @@ def test_interrupt_before_the_optimisation(cli, monkeypatch, tmp_path):
 
 
 def test_a_signal_while_writing_the_result_does_not_cut_it_short(cli, monkeypatch, tmp_path):
-    real_save = run_module.save_rgb
+    real_save = output_module.save_rgb
 
     def save_while_interrupted(rgb, path):
         os.kill(os.getpid(), signal.SIGINT)             # Ctrl-C again, during the final write
         return real_save(rgb, path)
 
-    monkeypatch.setattr(run_module, "save_rgb", save_while_interrupted)
+    monkeypatch.setattr(output_module, "save_rgb", save_while_interrupted)
     code, out, err = cli(*CHEAP, "--iters", "2", "--out", "out.png")
     assert code == 0, err
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == (12, 16, 3)

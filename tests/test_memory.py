@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from minivgg import memory
-from minivgg.memory import (NotEnoughMemory, available_memory_bytes, check_fits, ensure_fits,
-                            estimate, estimate_peak_bytes, estimate_phases)
+from minivgg.memory import (NotEnoughMemory, available_memory_bytes, estimate, estimate_peak_bytes,
+                            estimate_phases, refusal_message)
 
 # Elements per input pixel of every output kept up to conv5_1, by hand (sizes divisible by 16):
 # input 3; conv1_1, conv1_2 2*64; pool1 64/4; conv2_* 2*128/4; pool2 128/16; conv3_* 4*256/16;
@@ -88,33 +88,19 @@ def test_bad_settings_are_refused():
 
 
 def test_refusal_gives_estimate_and_available_on_one_line():
-    with pytest.raises(NotEnoughMemory) as info:
-        ensure_fits(4096, 4096, available=2 * 10**9)
-    message = str(info.value)
+    needed = estimate_peak_bytes(4096, 4096)
+    error = NotEnoughMemory(refusal_message(needed, 2 * 10**9, "cpu", "a 4096x4096 run"))
+    message = str(error)
     assert "\n" not in message
-    assert "4096x4096" in message and "estimated peak" in message and "available 2.00 GB" in message
-    assert isinstance(info.value, MemoryError) and isinstance(info.value, ValueError)
-
-
-def test_check_fits_on_a_number():
-    check_fits(10**9, available=2 * 10**9)
-    with pytest.raises(NotEnoughMemory, match=r"estimated peak 3\.00 GB, available 2\.00 GB"):
-        check_fits(3 * 10**9, available=2 * 10**9)
+    assert "4096x4096" in message and f"estimated peak {needed / 1e9:.2f} GB" in message
+    assert "available 2.00 GB" in message
+    assert isinstance(error, MemoryError) and isinstance(error, ValueError)
 
 
 def test_layers_without_roles_are_modelled_conservatively():
     paper = ("conv4_2",) + memory.PAPER_STYLE_LAYERS
     assert estimate_peak_bytes(256, 256, layers=paper) >= estimate_peak_bytes(256, 256)
     assert estimate_peak_bytes(256, 256, layers=paper) < 1.1 * estimate_peak_bytes(256, 256)
-
-
-def test_fitting_runs_return_the_estimate():
-    assert ensure_fits(256, 256, available=10**12) == estimate_peak_bytes(256, 256)
-
-
-def test_unknown_availability_does_not_refuse(monkeypatch):
-    monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu": None)
-    assert ensure_fits(8192, 8192) == estimate_peak_bytes(8192, 8192)
 
 
 def test_available_memory_reads_the_system(monkeypatch):

@@ -45,7 +45,8 @@ def test_repeated_evaluations_reuse_memory_without_aliasing():
     """The fast engine's array pool: evaluation k+1 reuses evaluation k's memory, yet an Evaluation the
     caller kept is never overwritten, and every evaluation equals a fresh objective's."""
     from minivgg.transfer.objective import Objective
-    from minivgg.vgg import CONV_SHAPES, VGG19
+    from minivgg.architecture import CONV_SHAPES
+    from minivgg.vgg import VGG19
     rng = np.random.default_rng(12)
     params = {name: (rng.standard_normal(shape) * np.sqrt(2 / (9 * shape[1])), rng.standard_normal(shape[0]) * 0.1)
               for name, shape in CONV_SHAPES.items()}

@@ -10,7 +10,8 @@ from PIL import Image
 import minivgg.transfer.run as run_module
 import minivgg.transfer.stages as stages_module
 from minivgg import memory
-from minivgg.transfer.cli import parse_args, stage_iterations
+from minivgg.transfer.cli import parse_args
+from minivgg.transfer.config import stage_iterations
 
 ERROR = "python -m minivgg.transfer: error: "
 
@@ -44,22 +45,23 @@ def test_a_stage_under_the_networks_minimum_is_refused(cli, photo):
 
 
 def test_iteration_schedules():
-    assert stage_iterations([256, 512, 1024], None) == [200, 100, 50]
+    assert stage_iterations([256, 512, 1024], None) == (200, 100, 50)
     assert stage_iterations([64] * 6, None)[-1] == 10                  # never fewer than 10
-    assert stage_iterations([256, 512], [30]) == [30, 30]
-    assert stage_iterations([256, 512], [30, 7]) == [30, 7]
-    args = parse_args(["--scales", "32", "64"])
-    assert args.size == 64 and args.scales == [32, 64] and args.stage_iters == [200, 100] and args.iters == 300
-    args = parse_args([])
-    assert args.scales == [256] and args.size == 256 and args.stage_iters == [200]
+    assert stage_iterations([256, 512], [30]) == (30, 30)
+    assert stage_iterations([256, 512], [30, 7]) == (30, 7)
+    sizes = parse_args(["--scales", "32", "64"]).stages
+    assert sizes.size == 64 and sizes.scales == (32, 64) and sizes.iterations == (200, 100)
+    assert sizes.total_iterations == 300
+    sizes = parse_args([]).stages
+    assert sizes.scales == (256,) and sizes.size == 256 and sizes.iterations == (200,)
 
 
 def test_stages_start_from_the_previous_result_upsampled(cli, photo, tmp_path, monkeypatch):
     """Stage 2 starts from stage 1's best image, resized; progress names the stage; output at the last size."""
     starts, real = [], run_module.optimise
 
-    def spy(args, objective, x0, out, to_rgb, k=0, stages=None, time_limit=None):
-        result = real(args, objective, x0, out, to_rgb, k, stages, time_limit)
+    def spy(config, objective, x0, out, to_rgb, k, stages, time_limit=None):
+        result = real(config, objective, x0, out, to_rgb, k, stages, time_limit)
         starts.append((x0.copy(), result.x.copy(), stages[k].hw))
         return result
 
@@ -69,7 +71,7 @@ def test_stages_start_from_the_previous_result_upsampled(cli, photo, tmp_path, m
     assert code == 0, err
     assert [hw for _, _, hw in starts] == [(24, 32), (36, 48)]
     first_result, second_start = starts[0][1], starts[1][0]
-    assert np.array_equal(second_start, run_module.upsampled(first_result, (36, 48), "float32"))
+    assert np.array_equal(second_start, run_module.upsampled(first_result, (36, 48)))
     assert "stage 1/2 32x24: iter    2/2" in err and "stage 2/2 48x36: iter    3/3" in err
     assert "32x24 (2 it) -> 48x36 (3 it)" in err and "done after 5 iterations" in err
     assert Image.open(tmp_path / "o.png").size == (48, 36)
@@ -80,8 +82,8 @@ def test_a_run_stopped_in_an_earlier_stage_keeps_its_image(cli, photo, tmp_path,
     """The time limit ends stage 1 of 2: its best image is written at its size, or upsampled if asked."""
     real = run_module.optimise
 
-    def stop_in_stage_one(args, objective, x0, out, to_rgb, k=0, stages=None, time_limit=None):
-        result = real(args, objective, x0, out, to_rgb, k, stages, time_limit)
+    def stop_in_stage_one(config, objective, x0, out, to_rgb, k, stages, time_limit=None):
+        result = real(config, objective, x0, out, to_rgb, k, stages, time_limit)
         return dataclasses.replace(result, stopped="time limit") if k == 0 else result
 
     monkeypatch.setattr(run_module, "optimise", stop_in_stage_one)
@@ -93,15 +95,15 @@ def test_a_run_stopped_in_an_earlier_stage_keeps_its_image(cli, photo, tmp_path,
 
 
 def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_fit(monkeypatch):
-    args = parse_args(["--scales", "256", "512", "1024"])
+    config = parse_args(["--scales", "256", "512", "1024"])
     ask = lambda lean, maxcor: stages_module.estimate_bytes(  # noqa: E731
-        args, (768, 1024), (768, 1024), lean, maxcor, args.stage_iters[-1])
+        config, (768, 1024), [(768, 1024)], lean, maxcor, config.stages.iterations[-1])
     normal, lean, lean_fewer = ask(False, 20), ask(True, 20), ask(True, 10)
     assert lean < normal and lean_fewer < lean
     for available, want in ((None, (False, 20)), (normal, (False, 20)), (lean, (True, 20)),
                             (lean_fewer, (True, 10))):
         monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu", a=available: a)
-        stages, notes = stages_module.plan_stages(args, (768, 1024))
+        stages, notes = stages_module.plan_stages(config, (768, 1024))
         assert [st.hw for st in stages] == [(192, 256), (384, 512), (768, 1024)]
         assert (stages[-1].lean, stages[-1].maxcor) == want
         assert all(not st.lean and st.maxcor == 20 for st in stages[:-1])   # the small stages unchanged
@@ -111,9 +113,9 @@ def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_
 
 
 def test_a_stage_that_cannot_fit_is_refused_with_the_largest_scale_that_fits(cli, photo, monkeypatch):
-    args = parse_args(["--scales", "64", "512"])
-    available = stages_module.estimate_bytes(args, (192, 256), (192, 256), True, 3,
-                                             args.stage_iters[-1])   # 256 x 192 just fits
+    config = parse_args(["--scales", "64", "512"])
+    available = stages_module.estimate_bytes(config, (192, 256), [(192, 256)], True, 3,
+                                             config.stages.iterations[-1])   # 256 x 192 just fits
     monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu": available)
     code, _, err = cli("--content", photo, "--style", photo, "--scales", "64", "512")
     message = one_error_line(err)

@@ -6,7 +6,7 @@ import pytest
 
 from gradcheck import directional_check, rel_error
 from minivgg import LAYER_NAMES, VGG19
-from minivgg.vgg import min_input_size
+from minivgg.architecture import min_input_size
 
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])

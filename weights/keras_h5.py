@@ -29,11 +29,6 @@ def hwio_to_oihw(kernel):
     return np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)))
 
 
-def oihw_to_hwio(w):
-    """Inverse of ``hwio_to_oihw``: (O, I, KH, KW) -> (KH, KW, I, O), ``transpose(2, 3, 1, 0)``."""
-    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
-
-
 def keras_dataset_names(entry) -> tuple:
     """("block1_conv1/block1_conv1_W_1:0", "block1_conv1/block1_conv1_b_1:0") for one table row."""
     layer = entry.keras_name

@@ -9,7 +9,7 @@ Shape legend: weights are OIHW, w (O, I, 3, 3); biases b (O,).
     ...          ...             ...
     conv5_4      block5_conv4    (512, 512, 3, 3)
 
-The paper names and shapes come from ``minivgg.vgg`` (``CONV_NAMES``,
+The paper names and shapes come from ``minivgg.architecture`` (``CONV_NAMES``,
 ``CONV_SHAPES``) so the network and its weights cannot disagree. Nothing here
 guesses: a tensor is accepted only under its own name, with exactly its
 expected shape; anything missing, extra or mis-shaped is a ``WeightsError``.
@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minivgg.vgg import CONV_NAMES, CONV_SHAPES
+from minivgg.architecture import CONV_NAMES, CONV_SHAPES
 from weights.errors import WeightsError
 
 

@@ -12,6 +12,10 @@ is ``python -m minivgg.transfer`` (``minivgg/transfer/cli.py``).
 
 engine: "fast" (default) or "reference": which of ``minivgg.VGG19``'s engines
 runs the network and the losses; the numbers agree to float64 rounding.
+
+``evaluate`` builds the real network once per setting and keeps it (``network``, up
+to four settings, about 80 MB of float32 weights each, more in float64);
+``release_networks()`` lets them go, e.g. at the end of a notebook.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from minivgg.backend import device_of
 from minivgg.transfer.objective import Evaluation, Objective
 from minivgg.vgg import VGG19
 
-__all__ = ["evaluate", "Objective", "Evaluation", "PAPER_STYLE_LAYERS", "network"]
+__all__ = ["evaluate", "Objective", "Evaluation", "PAPER_STYLE_LAYERS", "network", "release_networks"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -31,6 +35,11 @@ def network(pooling="avg", dtype="float32", device="cpu", normalized=False, engi
     import weights
     return VGG19(weights.load_vgg19(normalized=normalized), pooling=pooling, dtype=dtype,
                  device=device, engine=engine)
+
+
+def release_networks() -> None:
+    """Forget every network ``network`` keeps, so that their weights can be freed."""
+    network.cache_clear()
 
 
 def evaluate(x, content, style, alpha=1e-3, beta=1.0, content_layer=PAPER_CONTENT_LAYER,

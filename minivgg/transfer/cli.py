@@ -1,10 +1,13 @@
-"""``python -m minivgg.transfer``: the command line, its parsing and its checks.
+"""``python -m minivgg.transfer``: the command line. It parses, and nothing else.
+
+    config = parse_args(argv)       # the frozen RunConfig (minivgg.transfer.config), checked
+    main(argv)                      # parse, run (minivgg.transfer.run), say the outcome; exit status
 
 Every check that can fail runs before any computing, and a failure prints one
 line ``python -m minivgg.transfer: error: ...`` on stderr (no traceback) and
-exits with code 2. The checks that need the images are in
-``minivgg/transfer/inputs.py``; the work itself, and the exit statuses of a run
-that started, in ``minivgg/transfer/run.py``.
+exits with code 2: the checks that need no file in ``config.from_options``, those
+that need the images in ``inputs.plan``. The defaults shown by ``--help`` are the
+settings records' own (``minivgg.transfer.config``).
 """
 from __future__ import annotations
 
@@ -12,15 +15,19 @@ import argparse
 import math
 import sys
 
-from minivgg.architecture import LAYER_NAMES, PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS
-from minivgg.transfer import control
-from minivgg.transfer.common import PROG, UsageError, closest, report_error
-from minivgg.transfer.run import EXIT_FAILED, Signals, run
+from minivgg.architecture import PAPER_CONTENT_LAYER
+from minivgg.transfer import config as settings
+from minivgg.transfer.common import PROG, UsageError, report_error
+from minivgg.transfer.config import (DEFAULT_ITERS, PAPER_RATIO, Images, NetworkSettings, ObjectiveSettings,
+                                     OptimiserSettings, StageSettings, default)
+from minivgg.transfer.report import EXIT_FAILED, finish, sayer
+from minivgg.transfer.run import run
+from minivgg.transfer.signals import Signals
 
-DEFAULT_SIZE = 256
-DEFAULT_ITERS = 200
-DEFAULT_CONTENT = "leuvenA"
-DEFAULT_STYLE = "starry_night"
+DEFAULT_SIZE = default(StageSettings, "scales")[-1]
+DEFAULT_CONTENT = default(Images, "content")
+DEFAULT_STYLE = default(Images, "styles")[0]
+PRESERVE_COLOR = ("luminance", "histogram")
 
 EPILOG = f"""\
 images: a path, or the name of a sample photo from OpenCV's sample data (fetched once
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--upsample-partial", action="store_true",
                     help="with --scales, an interrupted or timed-out earlier stage's image is "
                          "upsampled to the output size (default: saved at its own size)")
-    io.add_argument("--style-scale", type=_positive(float), default=1.0,
+    io.add_argument("--style-scale", type=_positive(float),
                     help="style image size relative to the content's (default 1: the paper "
                          "resizes the style to the content's size)")
     io.add_argument("--style-size", type=_positive(int), metavar="PX",
@@ -144,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --content-masks: one mask per style image, over that image, white where "
                          "its style is learnt from ('all': the whole image)")
     mode = p.add_argument_group("what to optimise")
-    mode.add_argument("--mode", choices=("transfer", "content", "texture"), default="transfer",
+    mode.add_argument("--mode", choices=("transfer", "content", "texture"), default=default(ObjectiveSettings, "mode"),
                       help="transfer (default); content: reconstruct the content image from one "
                            "layer (Fig. 1 content row); texture: synthesise the style alone "
                            "(Fig. 1 style row)")
@@ -152,16 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--content-layers", nargs="+", metavar="LAYER[:W]",
                       help="several content layers instead, each optionally with its weight (default "
                            "1), e.g. conv4_2 conv5_2:0.5")
-    mode.add_argument("--style-layers", nargs="+", default=list(PAPER_STYLE_LAYERS), metavar="LAYER[:W]",
+    mode.add_argument("--style-layers", nargs="+", default=list(default(ObjectiveSettings, "style_layers")),
+                      metavar="LAYER[:W]",
                       help="style layers, each optionally with its weight w_l (default "
                            "conv1_1..conv5_1, 1/5 each)")
-    mode.add_argument("--ratio", type=_positive(float), default=1e-3,
-                      help="alpha/beta, content weight over style weight (default %(default)g)")
-    mode.add_argument("--alpha", type=_positive(float), help="explicit content weight (overrides --ratio)")
-    mode.add_argument("--beta", type=_positive(float), help="explicit style weight (overrides --ratio)")
-    mode.add_argument("--tv-weight", type=_non_negative(float), default=0.0,
+    mode.add_argument("--ratio", type=_positive(float),
+                      help=f"alpha/beta, content weight over style weight (default {PAPER_RATIO:g}, the "
+                           f"paper's; --mode content and texture have their own: 1/0 and 0/1)")
+    mode.add_argument("--alpha", type=_positive(float), help="explicit content weight (with --beta, instead of --ratio)")
+    mode.add_argument("--beta", type=_positive(float), help="explicit style weight (with --alpha, instead of --ratio)")
+    mode.add_argument("--tv-weight", type=_non_negative(float), default=default(ObjectiveSettings, "tv_weight"),
                       help="total-variation weight (not in the paper; default 0)")
-    mode.add_argument("--preserve-color", nargs="?", const="luminance", choices=control.PRESERVE_COLOR,
+    mode.add_argument("--preserve-color", nargs="?", const="luminance", choices=PRESERVE_COLOR,
                       help="keep the content's colours: luminance (also when given alone): "
                            "luminance-only transfer (Gatys et al. 2016); histogram: the style "
                            "images' colours matched to the content's mean and covariance first "
@@ -170,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cut a dark frame (mount, canvas edge) off the images before use (default: "
                          "on for framed samples such as starry_night, off for your own files)")
     net = p.add_argument_group("network")
-    net.add_argument("--pooling", choices=("avg", "max"), default="avg",
+    net.add_argument("--pooling", choices=("avg", "max"), default=default(NetworkSettings, "pooling"),
                      help="average (the paper's, default) or max pooling")
-    net.add_argument("--engine", choices=("fast", "reference"), default="fast",
+    net.add_argument("--engine", choices=("fast", "reference"), default=default(NetworkSettings, "engine"),
                      help="fast (default): Winograd, channels-last, fused steps, an array pool; "
                           "reference: the plain layer-by-layer code the notebooks step through "
                           "(slower, more memory); same results")
@@ -183,28 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use the normalised network (mean activation 1 per filter)")
     net.add_argument("--weights", metavar="PATH",
                      help="a Keras vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 (default: fetched)")
-    net.add_argument("--lean", choices=("auto", "on", "off"), default="auto",
+    net.add_argument("--lean", choices=("auto", "on", "off"), default=default(NetworkSettings, "lean"),
                      help="the fast engine's memory-lean mode (ReLU masks as bits, about 2.4x fewer "
                           "bytes of activations kept): auto (default) turns it on for a stage that "
                           "would not fit otherwise")
-    net.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="default %(default)s")
-    net.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+    net.add_argument("--device", choices=("cpu", "gpu"), default=default(NetworkSettings, "device"),
+                     help="default %(default)s")
+    net.add_argument("--dtype", choices=("float32", "float64"), default=default(NetworkSettings, "dtype"),
                      help="default %(default)s")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--iters", type=_positive(int), nargs="+",
                      help=f"iterations (default {DEFAULT_ITERS}); with --scales one number for every "
                           f"stage or one per stage (default {DEFAULT_ITERS}, then half at each later stage)")
-    opt.add_argument("--optimizer", choices=("lbfgs", "lbfgs-device", "adam", "gd"), default="lbfgs",
+    opt.add_argument("--optimizer", choices=("lbfgs", "lbfgs-device", "adam", "gd"),
+                     default=default(OptimiserSettings, "name"),
                      help="lbfgs: scipy's L-BFGS-B (the paper's, default); lbfgs-device: L-BFGS with "
                           "box bounds on the image's own device (optim/lbfgs_device.py, no float64 "
                           "host copies between iterations); adam; gd: gradient descent")
     opt.add_argument("--lr", type=_positive(float), help="step size for adam/gd")
-    opt.add_argument("--maxcor", type=_positive(int), default=20,
+    opt.add_argument("--maxcor", type=_positive(int), default=default(OptimiserSettings, "maxcor"),
                      help="L-BFGS correction pairs, for lbfgs and lbfgs-device (default %(default)s)")
-    opt.add_argument("--init", default="noise",
+    opt.add_argument("--init", default=default(Images, "init"),
                      help="noise (white noise, the paper's), content, style, or an image PATH "
                           "(e.g. a checkpoint to resume from)")
-    opt.add_argument("--seed", type=_non_negative(int), default=0, help="noise seed (default %(default)s)")
+    opt.add_argument("--seed", type=_non_negative(int), default=default(Images, "seed"),
+                     help="noise seed (default %(default)s)")
     opt.add_argument("--save-every", type=_positive(int), metavar="N",
                      help="also save the image every N iterations (<out>.iterNNNN.png); "
                           "resume from one with --init")
@@ -212,36 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop cleanly after this long and save the best image")
     opt.add_argument("--quiet", action="store_true", help="print only errors and the output path")
     return p
-
-
-def check_layer(name: str) -> str:
-    if name not in LAYER_NAMES:
-        conv = "conv" + name[len("relu"):]
-        hint = (f" (did you mean {conv!r}? here convN_M names the rectified output)"
-                if name.startswith("relu") and conv in LAYER_NAMES else closest(name, LAYER_NAMES))
-        raise UsageError(f"unknown layer {name!r}{hint}; layers are conv1_1..conv5_4 and pool1..pool5")
-    return name
-
-
-def parse_style_layers(items):
-    """['conv1_1', 'conv2_1:0.5'] -> (names, weights or None); weights must be positive."""
-    names, weights = [], []
-    for item in items:
-        name, _, weight = item.partition(":")
-        names.append(check_layer(name))
-        if weight:
-            try:
-                value = float(weight)
-            except ValueError:
-                raise UsageError(f"style layer weight {weight!r} of {name} is not a number") from None
-            if not (value > 0 and math.isfinite(value)):
-                raise UsageError(f"style layer weight of {name} must be positive, got {weight}")
-            weights.append(value)
-    if len(set(names)) != len(names):
-        raise UsageError("a style layer is listed twice")
-    if weights and len(weights) != len(names):
-        raise UsageError("give a weight to every style layer or to none")
-    return tuple(names), (tuple(weights) if weights else None)
 
 
 def _is_negative_number(token: str) -> bool:
@@ -265,86 +247,21 @@ def _join_negative_numbers(argv):
     return joined
 
 
-def stage_iterations(scales, iters) -> list:
-    """Iterations per stage: one --iters value for all, one per stage, or the default schedule
-    (DEFAULT_ITERS, then half the previous at each later stage, at least 10: the upsampled start is
-    already close, and each stage costs 4x the previous per iteration)."""
-    if iters is None:
-        return [max(10, DEFAULT_ITERS >> k) for k in range(len(scales))]
-    if len(iters) == 1:
-        return list(iters) * len(scales)
-    if len(iters) != len(scales):
-        raise UsageError(f"--iters has {len(iters)} values for {len(scales)} stages of --scales "
-                         f"(give one for all stages, or one per stage)")
-    return list(iters)
-
-
-def check_scales(args) -> None:
-    """--scales, --size and --iters made consistent: args.scales (one entry without --scales),
-    args.size (the output's long side) and args.stage_iters (one per stage); UsageError if not."""
-    if args.scales is None:
-        if args.iters is not None and len(args.iters) > 1:
-            raise UsageError("--iters takes one number (several only with --scales, one per stage)")
-        if args.upsample_partial:
-            raise UsageError("--upsample-partial applies to --scales runs only")
-        args.size = args.size or DEFAULT_SIZE
-        args.scales = [args.size]
-    else:
-        scales = args.scales
-        if any(b <= a for a, b in zip(scales, scales[1:])):
-            raise UsageError(f"--scales must increase from stage to stage, got {' '.join(map(str, scales))}")
-        if args.size is not None and args.size != scales[-1]:
-            raise UsageError(f"--size {args.size} disagrees with the last of --scales ({scales[-1]}), "
-                             f"which is the output size: drop --size or make them equal")
-        args.size = scales[-1]
-    args.stage_iters = stage_iterations(args.scales, args.iters)
-    args.iters = sum(args.stage_iters)
-
-
-def parse_args(argv=None):
-    """Parse and check everything that needs no file or network; raises UsageError."""
+def parse_args(argv=None) -> settings.RunConfig:
+    """Parse and check everything that needs no file or network -> the frozen RunConfig; raises UsageError."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(_join_negative_numbers(argv))
-    if args.content_layer is not None and args.content_layers is not None:
-        raise UsageError("give --content-layer or --content-layers, not both")
-    args.content_layers = (control.parse_content_layers(args.content_layers) if args.content_layers
-                           else {check_layer(args.content_layer or PAPER_CONTENT_LAYER): 1.0})
-    args.content_layer = next(iter(args.content_layers))          # the first: for labels
-    args.style_layers, args.style_layer_weights = parse_style_layers(args.style_layers)
-    if args.style_blend is not None and len(args.style_blend) != len(args.style):
-        raise UsageError(f"--style-blend has {len(args.style_blend)} weights for "
-                         f"{len(args.style)} style images")
-    if (args.alpha is None) != (args.beta is None):
-        raise UsageError("give --alpha and --beta together (or use --ratio)")
-    if args.alpha is None:
-        args.alpha, args.beta = args.ratio, 1.0
-    if args.mode == "content":
-        args.alpha, args.beta = 1.0, 0.0
-    if args.mode == "texture":
-        args.alpha, args.beta = 0.0, 1.0
-    check_scales(args)
-    if args.conv is not None and args.engine == "reference":
-        raise UsageError("--conv chooses the fast engine's convolutions; the reference engine "
-                         "always uses plain im2col (drop --conv, or use --engine fast)")
-    if args.engine == "fast" and args.conv is None:
-        args.conv = "winograd"
-    if args.preserve_color and args.mode != "transfer":
-        raise UsageError("--preserve-color applies to --mode transfer only")
-    control.check_controls(args)
-    if args.init == "content" and args.mode == "texture":
-        raise UsageError("--init content needs a content image: not with --mode texture")
-    if args.init == "style" and args.mode == "content":
-        raise UsageError("--init style needs a style image: not with --mode content")
-    return args
+    return settings.from_options(build_parser().parse_args(_join_negative_numbers(argv)))
 
 
 def main(argv=None) -> int:
-    """Parse, check, run; returns the exit status. Bad input gives one error line, never a traceback."""
+    """Parse, check, run, say the outcome; returns the exit status. Bad input gives one error line,
+    never a traceback."""
     signals = Signals()
     try:
-        args = parse_args(argv)
+        config = parse_args(argv)
+        say = sayer(config.output.quiet)
         with signals.raising():
-            return run(args, signals)
+            outcome = run(config, signals, say)
     except UsageError as exc:
         report_error(str(exc))
         return 2
@@ -356,3 +273,4 @@ def main(argv=None) -> int:
         report_error(f"out of memory{f' ({exc})' if str(exc) else ''}: try a smaller --size or "
                      f"--maxcor, or --dtype float32")
         return EXIT_FAILED
+    return finish(outcome, signals, say)

@@ -106,3 +106,31 @@ def histogram_match(style_rgb, content_rgb):
     map sends colours outside the cube)."""
     a, b = histogram_transform(style_rgb, content_rgb)
     return np.clip(np.asarray(style_rgb, dtype=np.float64) @ a.T + b, 0, 255)
+
+
+# ---------------------------------------------------------------- what a run does with them
+
+def network_images(preserve, content_rgb, style_rgbs):
+    """The RGB images the network sees under ``--preserve-color`` -> (content or None, [styles]).
+
+    preserve None: the images as they are; "histogram": each style image given the content's
+    colour mean and covariance first; "luminance": the content's luminance and each style's
+    luminance matched to it, as grey RGB images (the result is recombined by ``output_rgb``).
+    """
+    if preserve == "histogram":
+        return content_rgb, [histogram_match(s, content_rgb) for s in style_rgbs]
+    if preserve == "luminance":
+        y_content = rgb_to_yiq(content_rgb)[:, :, 0]
+        styles = [luminance_as_rgb(match_luminance(rgb_to_yiq(s)[:, :, 0], y_content)) for s in style_rgbs]
+        return luminance_as_rgb(y_content), styles
+    return content_rgb, list(style_rgbs)
+
+
+def initial_rgb(preserve, rgb):
+    """An --init image (H, W, 3) as the optimisation starts from it: grey luminance under "luminance"."""
+    return luminance_as_rgb(rgb_to_yiq(rgb)[:, :, 0]) if preserve == "luminance" else rgb
+
+
+def output_rgb(preserve, rgb, content_rgb):
+    """The optimised image (H, W, 3) as written: the content's colours put back under "luminance"."""
+    return recombine(rgb, content_rgb) if preserve == "luminance" else rgb

@@ -1,4 +1,4 @@
-"""Names the command line's parsing (``cli.py``) and its run (``run.py``) share: one module both import."""
+"""Names the command line's modules share: the program's name, its errors and how they are said."""
 from __future__ import annotations
 
 import difflib
@@ -17,12 +17,12 @@ def report_error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
 
 
+def report_warning(message: str) -> None:
+    """One line on stderr about something that went wrong while the run goes on (even with --quiet)."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
 def closest(name, choices):
     """' (did you mean X?)' for the nearest choice, or ''."""
     match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def roles(args) -> tuple[bool, bool]:
-    """(has_content, has_style): --mode transfer uses both, content only the first, texture the second."""
-    return args.mode != "texture", args.mode != "content"
