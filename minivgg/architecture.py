@@ -14,10 +14,6 @@ names the rectified output. Every pool is 2x2 with stride 2.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from minivgg.backend import to_numpy
-
 # The 21 layers in order: (name, input channels, output channels); pools keep channels.
 LAYERS = (
     ("conv1_1", 3, 64), ("conv1_2", 64, 64), ("pool1", 64, 64),
@@ -34,33 +30,9 @@ CONV_NAMES = tuple(name for name in LAYER_NAMES if name.startswith("conv"))
 CONV_SHAPES = {name: (cout, cin, 3, 3) for name, cin, cout in LAYERS if name.startswith("conv")}
 
 # The input convention of the Caffe VGG-19 (the network was trained on images prepared this way):
-# BGR channel order, the 0..255 scale, and the mean colour of the ImageNet training set subtracted.
+# BGR channel order, the 0..255 scale, and the mean colour of the ImageNet training set subtracted
+# (minivgg.network_input turns images into such inputs and back).
 MEAN_BGR = (103.939, 116.779, 123.68)
-_MEAN = np.array(MEAN_BGR, dtype=np.float64).reshape(1, 3, 1, 1)
-
-
-def rgb_to_net(rgb, dtype="float32"):
-    """(H, W, 3) RGB 0..255 -> (1, 3, H, W) BGR with the Caffe mean subtracted: the network's input."""
-    rgb = np.asarray(rgb, dtype=np.float64)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    bgr = rgb[:, :, ::-1].transpose(2, 0, 1)[None]                   # (1, 3, H, W)
-    return np.ascontiguousarray(bgr - _MEAN, dtype=dtype)
-
-
-def net_to_rgb(x, rounded=True):
-    """(1, 3, H, W) network input -> (H, W, 3) RGB: uint8 rounded and clipped, or float64 if not ``rounded``."""
-    x = to_numpy(x).astype(np.float64)
-    bgr = x[0] + _MEAN[0]                                             # (3, H, W)
-    rgb = bgr[::-1].transpose(1, 2, 0)                                # (H, W, 3)
-    if not rounded:
-        return np.ascontiguousarray(rgb)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-
-
-def pixel_bounds():
-    """(low, high), each 3 per-channel values (BGR) of valid pixels in input space: (-mean_c, 255 - mean_c)."""
-    return tuple(-m for m in MEAN_BGR), tuple(255.0 - m for m in MEAN_BGR)
 
 # The paper's choices (docs/derivations.md, section 1): content at conv4_2, style on the first conv of every block.
 PAPER_CONTENT_LAYER = "conv4_2"

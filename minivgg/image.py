@@ -1,7 +1,7 @@
 """Images in and out of the network's input space, and on and off the disk.
 
     rgb: (H, W, 3) RGB, 0..255 float64 (or uint8)
-    x:   (1, 3, H, W) BGR, 0..255 scale, MEAN_BGR subtracted (``minivgg.architecture``, Caffe VGG)
+    x:   (1, 3, H, W) BGR, 0..255 scale, MEAN_BGR subtracted (``minivgg.network_input``, Caffe VGG)
 
 This is an I/O boundary: it works on NumPy arrays (a CuPy ``x`` is copied to
 the host by ``net_to_rgb``). Every problem reading a file becomes one
@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# The network's input convention is part of the network's description (minivgg.architecture);
-# it is imported here because images are turned into network inputs and back through this module.
-from minivgg.architecture import MEAN_BGR, net_to_rgb, pixel_bounds, rgb_to_net  # noqa: F401
+# The network's input convention (minivgg.network_input), imported here because images are turned
+# into network inputs and back through this module.
+from minivgg.architecture import MEAN_BGR  # noqa: F401
+from minivgg.network_input import net_to_rgb, pixel_bounds, rgb_to_net  # noqa: F401
 
 #: Largest image ``load_rgb`` decodes: 2**26 pixels (8192 x 8192; a 61-megapixel camera's
 #: 9504 x 6336 fits). Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, 89 Mpx, an error only

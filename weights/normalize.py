@@ -48,7 +48,7 @@ def load_image(path, size: int) -> np.ndarray:
     """Image file -> (1, 3, h, w) float64 network input, longer side ``size`` (Pillow bicubic)."""
     from PIL import Image
 
-    from minivgg.architecture import rgb_to_net
+    from minivgg.network_input import rgb_to_net
 
     with Image.open(path) as image:
         image = image.convert("RGB")
