@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minivgg.backend import get_array_module, to_device
+from minivgg.backend import get_array_module, to_device, to_numpy
 from minivgg.image import pixel_bounds, resize_rgb, rgb_to_net
 from minivgg.transfer import color
 from minivgg.transfer.control import resize_mask
@@ -55,7 +55,7 @@ def resize_net(x, hw):
     preserves constants, so this is the RGB image resized, without going to RGB and back."""
     from PIL import Image
     xp = get_array_module(x)
-    host = np.asarray(x.get() if hasattr(x, "get") else x, dtype=np.float32)[0]      # (3, h, w)
+    host = np.asarray(to_numpy(x), dtype=np.float32)[0]                              # (3, h, w)
     channels = [np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize((hw[1], hw[0]), Image.BICUBIC))
                 for c in host]                                                      # 3 x (H, W)
     low, high = pixel_bounds()
