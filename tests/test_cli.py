@@ -282,8 +282,9 @@ def test_unknown_sample_name_suggests_the_closest(cli, samples_listed, argv, mes
     assert one_error_line(err) == message
 
 
-@pytest.mark.parametrize("why", ["CuPy is not importable (ModuleNotFoundError: No module named 'cupy')",
-                                 "CuPy is installed but no CUDA device was found"])
+@pytest.mark.parametrize("why", [   # ids that `pytest -k cupy` (the GPU check's CuPy cases) leaves out
+    pytest.param("CuPy is not importable (ModuleNotFoundError: No module named 'cupy')", id="not-importable"),
+    pytest.param("CuPy is installed but no CUDA device was found", id="no-device")])
 def test_gpu_unavailable_is_one_line(cli, photo, monkeypatch, why):
     monkeypatch.setattr(inputs_module, "gpu_status", lambda: (False, why))
     code, _, err = cli(*CHEAP, "--content", photo, "--device", "gpu")

@@ -53,6 +53,8 @@ def unpack_mask(cache: PackedReluCache):
 def packed_relu_backward(dout, cache: PackedReluCache, *, out=None):
     """dx = dout * [x > 0], the mask unpacked from bits; ``out`` as in ``minivgg.relu.relu_backward``."""
     xp = get_array_module(dout)
+    if out is None:                  # dout's memory order: NumPy's ufuncs keep it, CuPy's make C order
+        out = xp.empty_like(dout)
     dx = xp.multiply(dout, unpack_mask(cache), out=out, dtype=dout.dtype)
     assert dx.shape == cache.shape
     return dx
