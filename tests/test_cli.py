@@ -459,7 +459,7 @@ def test_the_run_returns_its_outcome_as_data(cli, photo, tmp_path):
     # the cli fixture has set up the real weights and tmp_path as the working folder
     said = []
     outcome = run(parse_args([*CHEAP, "--content", str(photo), "--out", "o.png"]), say=said.append)
-    assert said and said[-1].startswith("python -m minivgg.transfer: content 16x12 px")
+    assert said and said[0].startswith("python -m minivgg.transfer: content 16x12 px")   # the first line
     assert outcome.written.path.resolve() == tmp_path / "o.png" and outcome.written.problem is None
     assert outcome.image.shape == (12, 16, 3) and outcome.image.dtype == np.uint8
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), outcome.image)

@@ -18,7 +18,7 @@ import sys
 from minivgg.architecture import PAPER_CONTENT_LAYER
 from minivgg.transfer import config as settings
 from minivgg.transfer.common import PROG, UsageError, report_error
-from minivgg.transfer.config import (DEFAULT_ITERS, PAPER_RATIO, Images, NetworkSettings, ObjectiveSettings,
+from minivgg.transfer.config import (DEFAULT_ITERS, PAPER_RATIO, PAPER_SIZE, Images, NetworkSettings, ObjectiveSettings,
                                      OptimiserSettings, StageSettings, default)
 from minivgg.transfer.report import EXIT_FAILED, finish, sayer
 from minivgg.transfer.run import run
@@ -164,8 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="style layers, each optionally with its weight w_l (default "
                            "conv1_1..conv5_1, 1/5 each)")
     mode.add_argument("--ratio", type=_positive(float),
-                      help=f"alpha/beta, content weight over style weight (default {PAPER_RATIO:g}, the "
-                           f"paper's; --mode content and texture have their own: 1/0 and 0/1)")
+                      help=f"alpha/beta, content weight over style weight, as it holds at --ratio-size "
+                           f"(default {PAPER_RATIO:g}, the paper's, for its images of about "
+                           f"{PAPER_SIZE} px; --mode content and texture have their own: 1/0 and 0/1)")
+    mode.add_argument("--ratio-size", metavar="PX|paper",
+                      help=f"the long side at which --ratio (or --alpha/--beta) weighs the terms as "
+                           f"written (default {PAPER_SIZE}, the paper's image size). At any other size, "
+                           f"and at every --scales stage, the content (and TV) weight is multiplied "
+                           f"by the ratio of positions, reference over actual, so the result keeps "
+                           f"the same balance of photo and painting; 'paper': the paper's objective "
+                           f"unchanged at every size (content then weighs 4x more at twice the side)")
     mode.add_argument("--alpha", type=_positive(float), help="explicit content weight (with --beta, instead of --ratio)")
     mode.add_argument("--beta", type=_positive(float), help="explicit style weight (with --alpha, instead of --ratio)")
     mode.add_argument("--tv-weight", type=_non_negative(float), default=default(ObjectiveSettings, "tv_weight"),

@@ -22,6 +22,9 @@ from minivgg.transfer.common import UsageError, closest
 
 #: The paper's ratio alpha/beta (its Fig. 2 and most of Fig. 3).
 PAPER_RATIO = 1e-3
+#: The long side at which the paper's ratios hold: its images are about 512 pixels
+#: (``minivgg.transfer.balance`` keeps that balance at other sizes).
+PAPER_SIZE = 512
 #: Iterations of a one-stage run, and of the first stage of a --scales run.
 DEFAULT_ITERS = 200
 #: The fewest iterations the default --scales schedule gives a later stage.
@@ -54,6 +57,7 @@ class ObjectiveSettings:
     beta: float = 1.0                     # style weight
     tv_weight: float = 0.0                # total variation (not in the paper)
     preserve_color: str | None = None     # None, "luminance" or "histogram"
+    ratio_size: int | None = PAPER_SIZE   # long side the weights are stated at; None: unscaled (transfer mode)
 
     @property
     def has_content(self) -> bool:
@@ -257,7 +261,25 @@ def objective_settings(o) -> ObjectiveSettings:
         raise UsageError("--preserve-color applies to --mode transfer only")
     alpha, beta = term_weights(o)
     return ObjectiveSettings(o.mode, tuple(content.items()), style_layers, style_weights, alpha, beta,
-                             o.tv_weight, o.preserve_color)
+                             o.tv_weight, o.preserve_color, ratio_size(o))
+
+
+def ratio_size(o):
+    """--ratio-size: a long side in pixels (default PAPER_SIZE), or None for 'paper' (no rescaling)."""
+    value = getattr(o, "ratio_size", None)
+    if value is None:
+        return default(ObjectiveSettings, "ratio_size")
+    if o.mode != "transfer":
+        raise UsageError(f"--ratio-size weighs content against style: it does not apply to --mode {o.mode}")
+    if value == "paper":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        raise UsageError(f"--ratio-size takes a long side in pixels or 'paper', got {value!r}") from None
+    if size < 1:
+        raise UsageError(f"--ratio-size must be a positive number of pixels, got {value}")
+    return size
 
 
 def image_settings(o) -> Images:

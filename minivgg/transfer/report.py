@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from minivgg.transfer.balance import balance_label
 from minivgg.transfer.common import PROG, report_error
 
 EXIT_FAILED = 1
@@ -42,6 +43,13 @@ def controls_label(config) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
+def weights_label(objective, stage_hws) -> str:
+    """'alpha 0.001, beta 1' and, in transfer mode, at which size that balance holds (``balance``)."""
+    label = f"alpha {objective.alpha:g}, beta {objective.beta:g}"
+    balance = balance_label(objective, stage_hws)
+    return f"{label} ({balance})" if balance else label
+
+
 def summary(config, plan) -> str:
     """The one line that says what the run will do."""
     objective, network, images = config.objective, config.network, config.images
@@ -52,7 +60,7 @@ def summary(config, plan) -> str:
             f"style {' '.join(images.styles) if objective.has_style else '-'}; "
             f"content layer {content_label(objective.content_layers) if objective.has_content else '-'}, "
             f"style layers {','.join(objective.style_layers) if objective.has_style else '-'}"
-            f"{controls_label(config)}; alpha {objective.alpha:g}, beta {objective.beta:g}; "
+            f"{controls_label(config)}; {weights_label(objective, [st.hw for st in plan.stages])}; "
             f"{network.pooling} pooling, {engine_label(network)}; {config.optimiser.name}, "
             f"{config.stages.total_iterations} iterations; {network.device} {network.dtype}; "
             f"init {images.init}; estimated peak memory {plan.estimate / 2**20:.0f} MiB")

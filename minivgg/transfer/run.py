@@ -7,7 +7,7 @@ Order matters for the user: everything that can be refused (device, weights
 file, output folder, images, sizes, memory) is checked before the first
 evaluation (``minivgg.transfer.inputs.plan``), and nothing is resized or
 allocated at the output size before the size and memory checks pass. Then the
-notes and the summary line are said, each stage is optimised with progress
+summary line and then the notes are said, each stage is optimised with progress
 (``minivgg.transfer.optimise``), and the best image is written even when the run
 is interrupted (SIGINT, SIGTERM) or stopped by a NaN (``minivgg.transfer.output``).
 The outcome is returned; ``minivgg.transfer.report.finish`` says it and gives the
@@ -23,6 +23,7 @@ import numpy as np
 
 from minivgg.image import net_to_rgb, resize_rgb
 from minivgg.transfer import color
+from minivgg.transfer.balance import stage_weights
 from minivgg.transfer.inputs import plan as make_plan
 from minivgg.transfer.optimise import optimise
 from minivgg.transfer.output import Written, write_result
@@ -90,10 +91,11 @@ def run_stage(config, plan, k, network, x, deadline):
     x0 = initial_image(config, plan.init_rgb, inputs, stage.hw) if x is None else upsampled(x, stage.hw)
     content_masks, style_masks = stage_masks(plan, stage)
     o = config.objective
+    content_weights, tv_weight = stage_weights(o, stage.hw)   # the ratio's balance at this size
     objective = Objective(network(stage.lean), inputs.content_x, inputs.style_xs, alpha=o.alpha, beta=o.beta,
-                          content_layers=o.content_weights, style_layers=o.style_layers,
+                          content_layers=content_weights, style_layers=o.style_layers,
                           style_layer_weights=o.style_layer_weights if inputs.style_xs else (),
-                          style_blend=config.images.style_blend, tv_weight=o.tv_weight,
+                          style_blend=config.images.style_blend, tv_weight=tv_weight,
                           content_masks=content_masks, style_masks=style_masks,
                           image_hw=stage.hw if config.stages.style_size else None)   # Grams per position
     remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
@@ -112,9 +114,9 @@ def run(config, signals=None, say=None) -> Outcome:
     plan = make_plan(config)
     network = networks(config, plan.params)
     network(plan.stages[0].lean)           # built before anything is said: it is the last thing that can fail
+    say(summary(config, plan))             # the first line: what the run will do
     for note in plan.notes:
         say(f"note: {note}")
-    say(summary(config, plan))
     started = time.monotonic()
     deadline = None if config.optimiser.time_limit is None else started + config.optimiser.time_limit
     x, results, content_rgb = None, [], None
