@@ -121,3 +121,17 @@ def test_the_balance_is_the_same_at_twice_the_size():
           f"scaled {scaled_growth:.3f}")
     assert 3.6 < paper_growth < 4.8                  # measured 4.21: (5.1), eta = 2
     assert abs(scaled_growth - 1) < 0.1              # measured 1.05
+
+
+def test_the_indices_at_their_two_ends(cli, photo, tmp_path, capsys):
+    """SI is 1 for the photo itself and 0 for the painting; CI is 0 for the photo and 1 for the painting."""
+    from photos import write_photo
+    from minivgg.transfer import indices
+    painting = write_photo(tmp_path / "painting.png", seed=5)
+    run = ["--content", str(photo), "--style", str(painting), "--size", "40"]
+    assert indices.main([str(photo), *run]) == 0
+    assert capsys.readouterr().out == f"{photo}: SI 1.0000 CI 0.0000\n"
+    assert indices.main([str(painting), *run]) == 0
+    assert capsys.readouterr().out == f"{painting}: SI 0.0000 CI 1.0000\n"
+    assert indices.main([str(photo), *run[:-1], "64"]) == 2
+    assert "the result is 40x30 px but these options make a 64x48 output" in capsys.readouterr().err

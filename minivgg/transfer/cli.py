@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--content", default=DEFAULT_CONTENT, help="content image (default %(default)s)")
     io.add_argument("--style", nargs="+", default=[DEFAULT_STYLE],
                     help="one or more style images (default %(default)s)")
+    io.add_argument("--coarse-style", nargs="+", metavar="STYLE",
+                    help="with --scales: the style images of every stage but the last, which uses "
+                         "--style; the coarse stages set the composition and the large-scale "
+                         "structure, the last one the strokes (scale control, Gatys et al. 2017)")
     io.add_argument("--style-blend", nargs="+", type=_positive(float), metavar="W",
                     help="weights of the style images' Gram targets (default: equal)")
     io.add_argument("--out", help="output PNG (default: <content>-<style>.png here); an existing "

@@ -37,6 +37,7 @@ class Images:
 
     content: str = "leuvenA"
     styles: tuple = ("starry_night",)
+    coarse_styles: tuple | None = None    # style images of every stage but the last (--coarse-style)
     style_blend: tuple | None = None      # weights of the styles' Gram targets (default: equal)
     trim_border: bool | None = None       # None: trimmed for the framed samples only
     content_masks: tuple | None = None    # one mask path per style image (spatial control)
@@ -303,8 +304,18 @@ def image_settings(o) -> Images:
         raise UsageError("--init content needs a content image: not with --mode texture")
     if o.init == "style" and o.mode == "content":
         raise UsageError("--init style needs a style image: not with --mode content")
+    coarse = getattr(o, "coarse_style", None)
+    if coarse is not None:
+        if o.mode == "content":
+            raise UsageError("--coarse-style needs a style term: not with --mode content")
+        if o.scales is None or len(o.scales) < 2:
+            raise UsageError("--coarse-style styles the early stages of a coarse-to-fine run: give "
+                             "--scales with two or more sizes (the last stage uses --style)")
+        if o.content_masks is not None:
+            raise UsageError("--coarse-style and --content-masks do not combine (each mask belongs to "
+                             "one --style image)")
     as_tuple = lambda v: None if v is None else tuple(v)   # noqa: E731
-    return Images(o.content, tuple(o.style), as_tuple(o.style_blend), o.trim_border,
+    return Images(o.content, tuple(o.style), as_tuple(coarse), as_tuple(o.style_blend), o.trim_border,
                   as_tuple(o.content_masks), as_tuple(o.style_masks), o.init, o.seed)
 
 

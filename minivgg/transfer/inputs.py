@@ -90,7 +90,8 @@ def resolve_image(spec: str, what: str, trim_border=None):
 
 
 def load_inputs(config):
-    """Read every image named on the command line, at its own size: (content, [styles], init, notes)."""
+    """Read every image named on the command line, at its own size:
+    (content, [styles], [coarse styles], init, notes)."""
     images, objective = config.images, config.objective
     notes = []
     content = None
@@ -103,6 +104,12 @@ def load_inputs(config):
             rgb, n = resolve_image(spec, "style image", images.trim_border)
             styles.append(rgb)
             notes += [f"style {Path(spec).stem}: {m}" for m in n]
+    coarse = []
+    if objective.has_style and images.coarse_styles:
+        for spec in images.coarse_styles:
+            rgb, n = resolve_image(spec, "coarse style image", images.trim_border)
+            coarse.append(rgb)
+            notes += [f"coarse style {Path(spec).stem}: {m}" for m in n]
     init = None
     if images.init not in INIT_CHOICES:
         try:
@@ -111,7 +118,7 @@ def load_inputs(config):
             hint = "" if Path(images.init).exists() else closest(images.init, INIT_CHOICES)
             raise ImageError(f"{exc}{hint}") from None
         notes += [f"--init: {m}" for m in n]
-    return content, styles, init, notes
+    return content, styles, coarse, init, notes
 
 
 def load_masks(config, content_rgb, style_rgbs):
@@ -143,6 +150,11 @@ class Plan(NamedTuple):
     params: dict            # VGG-19 weights
     content_masks: list = None   # [(H0, W0) float64 0..1] per style image (--content-masks), or None
     style_masks: list = None     # [(Hs0, Ws0) float64 0..1 or None] per style image, or None
+    coarse_style_rgbs: list = None   # [(Hs0, Ws0, 3) float64] of the stages before the last (--coarse-style)
+
+    def stage_style_rgbs(self, stage) -> list:
+        """The style images of ``stage``: the coarse ones for a coarse stage, else --style's."""
+        return self.coarse_style_rgbs if stage.coarse else self.style_rgbs
 
     @property
     def hw(self) -> tuple:
@@ -163,12 +175,13 @@ def plan(config) -> Plan:
     check_weights_path(config)
     out, out_notes = output_path(config)
     try:
-        content_rgb, style_rgbs, init_rgb, notes = load_inputs(config)
+        content_rgb, style_rgbs, coarse_rgbs, init_rgb, notes = load_inputs(config)
         reference = content_rgb if content_rgb is not None else style_rgbs[0]
         content_masks, style_masks, mask_notes = load_masks(config, content_rgb, style_rgbs)
-        stages, stage_notes = plan_stages(config, reference.shape[:2], [s.shape for s in style_rgbs])
+        stages, stage_notes = plan_stages(config, reference.shape[:2], [s.shape for s in style_rgbs],
+                                          [s.shape for s in coarse_rgbs] or None)
         params = load_vgg19(normalized=config.network.normalized, path=config.network.weights)
     except (ImageError, WeightsError, NotEnoughMemory) as exc:
         raise UsageError(str(exc)) from None
     return Plan(out, content_rgb, style_rgbs, init_rgb, out_notes + notes + mask_notes + stage_notes,
-                stages, params, content_masks, style_masks)
+                stages, params, content_masks, style_masks, coarse_rgbs or None)

@@ -30,7 +30,7 @@ class StageInputs(NamedTuple):
 def stage_inputs(config, plan, stage) -> StageInputs:
     """The images resized to the stage, coloured as --preserve-color asks, as network inputs."""
     content_rgb = None if plan.content_rgb is None else resize_rgb(plan.content_rgb, *stage.hw)
-    style_rgbs = [resize_rgb(s, *hw) for s, hw in zip(plan.style_rgbs, stage.style_hws)]
+    style_rgbs = [resize_rgb(s, *hw) for s, hw in zip(plan.stage_style_rgbs(stage), stage.style_hws)]
     content, styles = color.network_images(config.objective.preserve_color, content_rgb, style_rgbs)
     dtype, device = config.network.dtype, config.network.device
     content_x = None if content is None else to_device(rgb_to_net(content, dtype), device)

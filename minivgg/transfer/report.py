@@ -43,6 +43,14 @@ def controls_label(config) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
+def styles_label(images) -> str:
+    """'starry_night', or 'starry_night (great_wave in the stages before the last)' with --coarse-style."""
+    label = " ".join(images.styles)
+    if images.coarse_styles:
+        label += f" ({' '.join(images.coarse_styles)} in the stages before the last)"
+    return label
+
+
 def weights_label(objective, stage_hws) -> str:
     """'alpha 0.001, beta 1' and, in transfer mode, at which size that balance holds (``balance``)."""
     label = f"alpha {objective.alpha:g}, beta {objective.beta:g}"
@@ -57,7 +65,7 @@ def summary(config, plan) -> str:
                          for st in plan.stages)
     return (f"{PROG}: {objective.mode} {stages if len(plan.stages) > 1 else f'{plan.hw[1]}x{plan.hw[0]} px'}, "
             f"content {images.content if objective.has_content else '-'}, "
-            f"style {' '.join(images.styles) if objective.has_style else '-'}; "
+            f"style {styles_label(images) if objective.has_style else '-'}; "
             f"content layer {content_label(objective.content_layers) if objective.has_content else '-'}, "
             f"style layers {','.join(objective.style_layers) if objective.has_style else '-'}"
             f"{controls_label(config)}; {weights_label(objective, [st.hw for st in plan.stages])}; "

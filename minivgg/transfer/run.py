@@ -95,7 +95,7 @@ def run_stage(config, plan, k, network, x, deadline):
     objective = Objective(network(stage.lean), inputs.content_x, inputs.style_xs, alpha=o.alpha, beta=o.beta,
                           content_layers=content_weights, style_layers=o.style_layers,
                           style_layer_weights=o.style_layer_weights if inputs.style_xs else (),
-                          style_blend=config.images.style_blend, tv_weight=tv_weight,
+                          style_blend=None if stage.coarse else config.images.style_blend, tv_weight=tv_weight,
                           content_masks=content_masks, style_masks=style_masks,
                           image_hw=stage.hw if config.stages.style_size else None)   # Grams per position
     remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-3)

@@ -38,6 +38,7 @@ class Stage(NamedTuple):
     estimate: int           # peak memory, bytes, with the settings below
     lean: bool              # the fast engine's memory-lean mode
     maxcor: int             # L-BFGS correction pairs
+    coarse: bool = False    # styled by --coarse-style (every stage but the last, when given)
 
 
 def style_size_hw(style_shape, px: int) -> tuple[int, int]:
@@ -155,22 +156,27 @@ def largest_fitting_scale(config, reference_hw, style_shapes, available) -> int 
     return best
 
 
-def plan_stages(config, reference_hw, style_shapes=None):
+def plan_stages(config, reference_hw, style_shapes=None, coarse_shapes=None):
     """Every stage's sizes and memory settings, checked before any work -> ([Stage], notes).
 
     reference_hw: (H, W) of the content image (of the first style image in texture mode);
-    style_shapes: each style image's shape (H0, W0, ...), default: the reference's, once per style.
+    style_shapes: each style image's shape (H0, W0, ...), default: the reference's, once per style;
+    coarse_shapes: the --coarse-style images' shapes, which style every stage but the last (None: none).
     Raises UsageError for a stage too small for the network, and NotEnoughMemory (one line, with the
     largest scale that would fit) for one that does not fit even lean and with fewer pairs.
     """
     from minivgg import memory
     if style_shapes is None:
         style_shapes = [tuple(reference_hw)] * len(config.images.styles)
-    sizes = [stage_sizes(config, reference_hw, size, style_shapes) for size in config.stages.scales]
+    scales = config.stages.scales
+    coarse = [coarse_shapes is not None and k < len(scales) - 1 for k in range(len(scales))]
+    sizes = [stage_sizes(config, reference_hw, size, coarse_shapes if c else style_shapes)
+             for size, c in zip(scales, coarse)]
     available = memory.available_memory_bytes(config.network.device)
     stages, notes = [], []
-    for (hw, hws), iterations in zip(sizes, config.stages.iterations):
+    for (hw, hws), iterations, c in zip(sizes, config.stages.iterations, coarse):
         stage, stage_notes = fit_stage(config, hw, hws, iterations, available)
+        stage = stage if stage is None else stage._replace(coarse=c)
         if stage is None:
             needed = min(estimate_bytes(config, hw, hws, lean, maxcor, iterations)
                          for lean, maxcor in stage_settings(config))
