@@ -7,7 +7,15 @@ function, transformed for speed); ``minivgg.transfer`` is the algorithm.
 """
 from minivgg.backend import get_array_module, gpu_status, to_device, to_numpy
 from minivgg.architecture import LAYER_NAMES
-from minivgg.vgg import VGG19
 
 __all__ = ["VGG19", "LAYER_NAMES", "get_array_module", "gpu_status", "to_device", "to_numpy"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``minivgg.VGG19``, imported on first use: ``minivgg.backend``, which the losses and the
+    optimisers import, must not pull in the network, whose fast engine imports the losses."""
+    if name == "VGG19":
+        from minivgg.vgg import VGG19
+        return VGG19
+    raise AttributeError(f"module 'minivgg' has no attribute {name!r}")

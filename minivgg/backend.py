@@ -53,6 +53,13 @@ def get_array_module(*arrays):
     return numpy
 
 
+def host_random(seed):
+    """A seeded random generator on the host (NumPy's PCG64): draws that are the same for a NumPy
+    and a CuPy run of one seed; move them with ``xp.asarray``. The losses' random directions and
+    features come from here, since maths code names no array library itself."""
+    return numpy.random.default_rng(seed)
+
+
 def to_device(x, device: str = "cpu"):
     """Move ``x`` to ``device`` ("cpu" gives NumPy, "gpu" gives CuPy); no copy if already there."""
     if device == "cpu":

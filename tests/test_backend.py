@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import numpy as np
 
 from minivgg.backend import get_array_module, to_device, to_numpy
@@ -50,3 +52,13 @@ def test_numpy_is_the_default_backend():
     x = np.zeros(3)
     assert get_array_module(x) is np
     assert to_numpy(to_device(x, "cpu")) is x
+
+
+@pytest.mark.parametrize("package", ["minivgg", "losses", "optim", "weights", "minivgg.transfer"])
+def test_each_package_imports_on_its_own(package):
+    """A fresh interpreter imports each package first (no import loop through another one's __init__)."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", f"import {package}; import minivgg; minivgg.VGG19"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1]

@@ -66,7 +66,10 @@ class FastEvaluator:
             grads[name] = fast_losses.content_loss_backward(c_cache, o.alpha * k_c, pool=pool)
         for name in o.style_layers:
             w_l = o.style_layer_weights[name]
-            if o.guides is None:
+            if o.statistic is not None:          # another style statistic: the reference's losses
+                e_l, g = o.style_term(name, feats[name], o.beta * w_l)
+                grads[name] = g + grads[name] if name in grads else g
+            elif o.guides is None:
                 e_l, s_cache = fast_losses.style_loss_forward(feats[name], o.style_targets[name])
                 grads[name] = _style_gradient(fast_losses.style_loss_backward, s_cache, o.beta * w_l,
                                               grads.get(name))

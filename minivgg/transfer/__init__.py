@@ -44,19 +44,20 @@ def release_networks() -> None:
 
 def evaluate(x, content, style, alpha=1e-3, beta=1.0, content_layer=PAPER_CONTENT_LAYER,
              style_layers=PAPER_STYLE_LAYERS, style_layer_weights=None, pooling="avg",
-             dtype="float64", normalized=False, tv_weight=0.0, engine="fast"):
+             dtype="float64", normalized=False, tv_weight=0.0, engine="fast", style_loss="gram"):
     """(content_loss, style_loss, total_loss, grad) of L_total at x, targets computed afresh.
 
     content_loss = 1/2 sum (F - P)^2 at content_layer (unweighted); style_loss =
     sum_l w_l E_l (unweighted by beta); total_loss = alpha * content_loss +
     beta * style_loss (+ tv_weight * TV); grad = dL_total/dx, shaped like x, in
     ``dtype`` on x's device. ``style`` may be one image or a list of images
-    (their Gram matrices blended equally). Losses are Python floats.
+    (their Gram matrices blended equally). style_loss: the style statistic
+    (``losses.statistics``; "gram", the paper's). Losses are Python floats.
     """
     net = network(pooling, str(dtype), device_of(x), normalized, engine)
     styles = style if isinstance(style, (list, tuple)) else [style]
     objective = Objective(net, content, styles, alpha=alpha, beta=beta,
                           content_layer=content_layer, style_layers=style_layers,
-                          style_layer_weights=style_layer_weights, tv_weight=tv_weight)
+                          style_layer_weights=style_layer_weights, tv_weight=tv_weight, style_loss=style_loss)
     ev = objective(x.astype(net.dtype, copy=False))
     return float(ev.content_loss), float(ev.style_loss), float(ev.total_loss), ev.grad

@@ -68,8 +68,10 @@ def unscaled(objective, stage_hws) -> bool:
 
 
 def papers_terms(objective) -> bool:
-    """Whether the terms are the paper's: conv4_2 for content, its five style layers at 1/5, no TV."""
+    """Whether the terms are the paper's: conv4_2 for content, Gram matrices on its five style layers
+    at 1/5, no TV."""
     return (objective.mode == "transfer" and objective.content_layers == ((PAPER_CONTENT_LAYER, 1.0),)
+            and objective.style_loss == "gram"
             and tuple(objective.style_layers) == PAPER_STYLE_LAYERS
             and objective.style_layer_weights is None and not objective.tv_weight)
 

@@ -15,10 +15,11 @@ import argparse
 import math
 import sys
 
+from losses.statistics import STYLE_STATISTICS
 from minivgg.architecture import PAPER_CONTENT_LAYER
 from minivgg.transfer import config as settings
 from minivgg.transfer.common import PROG, UsageError, report_error
-from minivgg.transfer.config import (DEFAULT_ITERS, PAPER_RATIO, PAPER_SIZE, Images, NetworkSettings, ObjectiveSettings,
+from minivgg.transfer.config import (DEFAULT_ITERS, PAPER_RATIO, PAPER_SIZE, STYLE_LOSS_RATIOS, Images, NetworkSettings, ObjectiveSettings,
                                      OptimiserSettings, StageSettings, default)
 from minivgg.transfer.report import EXIT_FAILED, finish, sayer
 from minivgg.transfer.run import run
@@ -167,10 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="LAYER[:W]",
                       help="style layers, each optionally with its weight w_l (default "
                            "conv1_1..conv5_1, 1/5 each)")
+    mode.add_argument("--style-loss", choices=tuple(STYLE_STATISTICS), default=default(ObjectiveSettings, "style_loss"),
+                      help="the statistic of the style layers' features that is matched: gram (the paper's "
+                           "Gram matrices, default), mean-std (each channel's mean and standard deviation), "
+                           "mmd-linear, mmd-poly (the Gram loss itself, as an MMD), mmd-rbf (maximum mean "
+                           "discrepancy with a linear, squared-polynomial or Gaussian kernel), "
+                           "sliced-wasserstein (the whole distribution, through sorted random projections); "
+                           "losses/statistics.py, notebook 09")
     mode.add_argument("--ratio", type=_positive(float),
                       help=f"alpha/beta, content weight over style weight, as it holds at --ratio-size "
                            f"(default {PAPER_RATIO:g}, the paper's, for its images of about "
-                           f"{PAPER_SIZE} px; --mode content and texture have their own: 1/0 and 0/1)")
+                           f"{PAPER_SIZE} px; --mode content and texture have their own: 1/0 and 0/1; "
+                           f"each other --style-loss its own, weighing its style term at the start as "
+                           f"the paper's weighs the Gram term: "
+                           + ", ".join(f"{k} {v:g}" for k, v in STYLE_LOSS_RATIOS.items() if k != "gram") + ")")
     mode.add_argument("--ratio-size", metavar="PX|paper",
                       help=f"the long side at which --ratio (or --alpha/--beta) weighs the terms as "
                            f"written (default {PAPER_SIZE}, the paper's image size). At any other size, "

@@ -25,6 +25,11 @@ PAPER_RATIO = 1e-3
 #: The long side at which the paper's ratios hold: its images are about 512 pixels
 #: (``minivgg.transfer.balance`` keeps that balance at other sizes).
 PAPER_SIZE = 512
+#: The default ratio of each style statistic (``losses.statistics``): the one that weighs its
+#: style term at the white-noise start as the paper's 1e-3 weighs the Gram term, measured at
+#: 512 px on the default images (the statistics' scales differ by up to 1e9; --ratio overrides).
+STYLE_LOSS_RATIOS = {"gram": PAPER_RATIO, "mean-std": 1e-7, "mmd-linear": 5e-8, "mmd-poly": PAPER_RATIO,
+                     "mmd-rbf": 1e-12, "sliced-wasserstein": 1e-7}
 #: Iterations of a one-stage run, and of the first stage of a --scales run.
 DEFAULT_ITERS = 200
 #: The fewest iterations the default --scales schedule gives a later stage.
@@ -59,6 +64,7 @@ class ObjectiveSettings:
     tv_weight: float = 0.0                # total variation (not in the paper)
     preserve_color: str | None = None     # None, "luminance" or "histogram"
     ratio_size: int | None = PAPER_SIZE   # long side the weights are stated at; None: unscaled (transfer mode)
+    style_loss: str = "gram"              # the style statistic (losses.statistics)
 
     @property
     def has_content(self) -> bool:
@@ -249,7 +255,8 @@ def term_weights(o) -> tuple:
         if o.ratio is not None:
             raise UsageError("give --ratio or --alpha and --beta, not both")
         return o.alpha, o.beta
-    return (PAPER_RATIO if o.ratio is None else o.ratio), 1.0
+    style_loss = getattr(o, "style_loss", None) or "gram"
+    return (STYLE_LOSS_RATIOS[style_loss] if o.ratio is None else o.ratio), 1.0
 
 
 def objective_settings(o) -> ObjectiveSettings:
@@ -261,8 +268,14 @@ def objective_settings(o) -> ObjectiveSettings:
     if o.preserve_color and o.mode != "transfer":
         raise UsageError("--preserve-color applies to --mode transfer only")
     alpha, beta = term_weights(o)
+    style_loss = getattr(o, "style_loss", None) or default(ObjectiveSettings, "style_loss")
+    if style_loss != "gram":
+        if o.mode == "content":
+            raise UsageError(f"--style-loss {style_loss}: --mode content has no style term")
+        if o.content_masks is not None:
+            raise UsageError(f"--content-masks match guided Gram matrices: not with --style-loss {style_loss}")
     return ObjectiveSettings(o.mode, tuple(content.items()), style_layers, style_weights, alpha, beta,
-                             o.tv_weight, o.preserve_color, ratio_size(o))
+                             o.tv_weight, o.preserve_color, ratio_size(o), style_loss)
 
 
 def ratio_size(o):

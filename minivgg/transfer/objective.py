@@ -22,6 +22,12 @@ its ``style_masks`` entry (the whole style image without one). Guided Grams are
 means over their region's positions, so style images of any size need no
 scaling there. The masks are taken down to each layer once, here (``minivgg.masks``).
 
+Other style statistics (``style_loss``, ``losses.statistics``: mean and standard
+deviation, MMD with three kernels, sliced Wasserstein) replace the Gram term E_l
+with that statistic's loss at each style layer; several style images add their
+losses, weighted by ``style_blend``. They run on the fast engine's features
+too, with the reference losses (``style_term``).
+
 ``Objective.__call__`` is the reference evaluation, the losses in their
 textbook form (``losses``). On a network built with ``engine="fast"`` each
 evaluation goes to the fast engine's ``FastEvaluator``
@@ -37,6 +43,7 @@ from losses import (content_loss_backward, content_loss_forward, gram_matrix, gu
 from minivgg.architecture import PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS, layer_index, layer_outputs
 from minivgg.backend import get_array_module, to_device
 from minivgg.masks import layer_masks
+from losses.statistics import style_statistic
 
 
 class Evaluation(NamedTuple):
@@ -70,13 +77,16 @@ class Objective:
     style image, the part of it to learn from. image_hw: x's (H, W), to scale
     each style's Gram to x's number of positions (module docstring); None: the
     paper's raw A, and masks over an x of the content's (else the first style's) size.
+    style_loss: the style statistic by name (``losses.statistics``), "gram" the paper's.
     """
 
     def __init__(self, net, content=None, styles=(), *, alpha=1e-3, beta=1.0,
                  content_layer=PAPER_CONTENT_LAYER, style_layers=PAPER_STYLE_LAYERS,
                  style_layer_weights=None, style_blend=None, tv_weight=0.0, content_layers=None,
-                 content_masks=None, style_masks=None, image_hw=None):
+                 content_masks=None, style_masks=None, image_hw=None, style_loss="gram"):
         styles = list(styles)
+        self.style_loss = style_loss
+        self.statistic = None if style_loss == "gram" else style_statistic(style_loss)
         self.net = net
         self.alpha, self.beta, self.tv_weight = float(alpha), float(beta), float(tv_weight)
         # k_c per content layer, in order; the first is ``content_layer`` (the run's summary, notebooks)
@@ -107,8 +117,21 @@ class Objective:
         self.image_hw = None if image_hw is None else tuple(image_hw)
         self.style_targets = {}
         self.guides = None          # spatial control: {layer: [(t, A_t) per region]}
+        self.statistic_targets = {}   # another statistic: {layer: [(blend, target) per style image]}
+        if (content_masks is not None or style_masks is not None) and self.statistic is not None:
+            raise ValueError(f"spatial control uses guided Gram matrices: not with the {style_loss!r} style loss")
         if content_masks is not None or style_masks is not None:
             self.guides = self._guided_targets(content, styles, content_masks, style_masks, style_blend)
+        elif styles and self.statistic is not None:
+            blends = [1.0 / len(styles)] * len(styles) if style_blend is None else list(style_blend)
+            if len(blends) != len(styles):
+                raise ValueError(f"{len(blends)} blend weights for {len(styles)} style images")
+            for style, blend in zip(styles, blends):
+                feats = net.forward(style, taps=self.style_layers)[0]
+                for name in self.style_layers:
+                    target = self.statistic.target(feats[name].copy(order="C"))
+                    self.statistic_targets.setdefault(name, []).append((float(blend), target))
+                del feats
         elif styles:
             if style_blend is None:
                 style_blend = [1.0 / len(styles)] * len(styles)
@@ -178,7 +201,9 @@ class Objective:
             grads[name] = content_loss_backward(c_cache, self.alpha * k_c)
         for name in self.style_layers:
             w_l = self.style_layer_weights[name]
-            if self.guides is None:
+            if self.statistic is not None:
+                e_l, g = self.style_term(name, feats[name], self.beta * w_l)
+            elif self.guides is None:
                 e_l, s_cache = style_loss_forward(feats[name], self.style_targets[name])
                 g = style_loss_backward(s_cache, self.beta * w_l)
             else:
@@ -191,6 +216,18 @@ class Objective:
             grad = grad + tv_loss_backward(tv_cache, self.tv_weight).astype(grad.dtype, copy=False)
         total = self.alpha * content + self.beta * style + self.tv_weight * tv
         return Evaluation(content, style, tv, total, grad)
+
+    def style_term(self, name: str, f, dloss):
+        """(E_l, dloss * dE_l/dF) of layer ``name`` for a statistic other than the Gram matrix:
+        sum_k b_k E(f, target_k) over the style images k (``losses.statistics``). Both engines
+        call it, on their own features (the fast engine's may be channels-last views)."""
+        e_l, g = 0.0, None
+        for blend, target in self.statistic_targets[name]:
+            e_k, cache = self.statistic.forward(f, target)
+            g_k = self.statistic.backward(cache, dloss * blend)
+            e_l = e_l + blend * e_k
+            g = g_k if g is None else g + g_k
+        return e_l, g
 
     @staticmethod
     def _guided_style(f, regions, dloss):

@@ -68,6 +68,7 @@ def summary(config, plan) -> str:
             f"style {styles_label(images) if objective.has_style else '-'}; "
             f"content layer {content_label(objective.content_layers) if objective.has_content else '-'}, "
             f"style layers {','.join(objective.style_layers) if objective.has_style else '-'}"
+            f"{'' if objective.style_loss == 'gram' else f' matched by {objective.style_loss}'}"
             f"{controls_label(config)}; {weights_label(objective, [st.hw for st in plan.stages])}; "
             f"{network.pooling} pooling, {engine_label(network)}; {config.optimiser.name}, "
             f"{config.stages.total_iterations} iterations; {network.device} {network.dtype}; "

@@ -97,7 +97,8 @@ def run_stage(config, plan, k, network, x, deadline):
                           style_layer_weights=o.style_layer_weights if inputs.style_xs else (),
                           style_blend=None if stage.coarse else config.images.style_blend, tv_weight=tv_weight,
                           content_masks=content_masks, style_masks=style_masks,
-                          image_hw=stage.hw if config.stages.style_size else None)   # Grams per position
+                          image_hw=stage.hw if config.stages.style_size else None,   # Grams per position
+                          style_loss=o.style_loss)
     remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
     result = optimise(config, objective, x0, plan.out, rgb_writer(config, inputs.content_rgb), k, plan.stages,
                       remaining)
