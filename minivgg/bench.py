@@ -58,6 +58,7 @@ import json
 import subprocess
 import sys
 
+from losses.statistics import STYLE_STATISTICS
 from minivgg.bench_cases import blas_info, run_optimizer, run_ours, run_torch
 
 
@@ -79,23 +80,25 @@ def torch_importable() -> bool:
 
 
 def _label(row: dict) -> str:
-    """minivgg:winograd, minivgg:im2col or torch."""
-    return f"{row.get('impl', '?')}:{row['conv']}" if row.get("conv") else row.get("impl", "?")
+    """minivgg:winograd, minivgg:im2col, minivgg:winograd:mean-std (another style loss) or torch."""
+    label = f"{row.get('impl', '?')}:{row['conv']}" if row.get("conv") else row.get("impl", "?")
+    return label + (f":{row['style_loss']}" if row.get("style_loss", "gram") != "gram" else "")
 
 
 def _table(rows: list) -> str:
-    header = (f"{'impl':16} {'size':>5} {'dev':4} {'dtype':8} {'s/eval':>8} {'GFLOP/s':>8} "
+    width = max([16] + [len(_label(r)) for r in rows])
+    header = (f"{'impl':{width}} {'size':>5} {'dev':4} {'dtype':8} {'s/eval':>8} {'GFLOP/s':>8} "
               f"{'matmul':>8} {'%mm':>5} {'peak MB':>8} {'est MB':>8} {'est err':>8}")
     lines = [header]
     for r in rows:
         if "error" in r:
-            lines.append(f"{_label(r):16} {r['size']:>5} {r['device']:4} failed: {r['error']}")
+            lines.append(f"{_label(r):{width}} {r['size']:>5} {r['device']:4} failed: {r['error']}")
             continue
         peak = r.get("peak_gpu_bytes", r["peak_rss_bytes"])
         est = r.get("estimated_peak_bytes")
         mm = r.get("matmul_gflops")
         lines.append(
-            f"{_label(r):16} {r['size']:>5} {r['device']:4} {r['dtype']:8} {r['seconds_per_eval']:8.3f} "
+            f"{_label(r):{width}} {r['size']:>5} {r['device']:4} {r['dtype']:8} {r['seconds_per_eval']:8.3f} "
             f"{r['gflops']:8.1f} {mm if mm else float('nan'):8.1f} "
             f"{100 * r['fraction_of_matmul'] if mm else float('nan'):5.1f} {peak / 2**20:8.0f} "
             f"{est / 2**20 if est else float('nan'):8.0f} "
@@ -127,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="how minivgg computes its convolutions: the fast engine with winograd "
                              "(default) or im2col, or the reference engine (plain im2col, whole); give "
                              "several to time them in the same run")
+    parser.add_argument("--style-loss", nargs="+", default=["gram"], choices=tuple(STYLE_STATISTICS),
+                        help="the style statistics to time (default gram, the paper's; losses/statistics.py): "
+                             "the others run the reference losses on the fast engine's features")
     parser.add_argument("--weights", choices=("real", "random"), default="real",
                         help="real: VGG-19 via weights.load_vgg19() (default); random: seeded weights of "
                              "the same shapes, for machines that cannot fetch the real ones")
@@ -177,25 +183,27 @@ def main(argv=None) -> int:
         return 0
     if args.optimizer:
         return _optimizer_rows(args)
-    impls = [("minivgg", conv) for conv in dict.fromkeys(args.conv)]
+    impls = [("minivgg", conv, loss) for conv in dict.fromkeys(args.conv) for loss in dict.fromkeys(args.style_loss)]
     if args.torch:
         if torch_importable():
-            impls.append(("torch", None))
+            impls.append(("torch", None, "gram"))
         else:
             print("--torch: PyTorch is not importable here; timing minivgg only", file=sys.stderr)
     rows, failed = [], False
     for size in args.sizes:
         ours = None                                                 # the first minivgg row: torch's ratio
-        for impl, conv in impls:
+        for impl, conv, style_loss in impls:
             case = {"impl": impl, "size": size, "device": args.device, "dtype": args.dtype,
                     "repeats": args.repeats, "warmup": args.warmup, "maxcor": args.maxcor,
                     "weights": args.weights,
                     "lbfgs_iterations": args.lbfgs_iterations if impl == "minivgg" else 0}
             if conv:
                 case["conv"] = conv
+            if style_loss != "gram":
+                case["style_loss"] = style_loss
             row = _run_case_in_subprocess(case)
             failed |= "error" in row
-            if impl == "minivgg" and ours is None:
+            if impl == "minivgg" and ours is None and style_loss == "gram":
                 ours = row
             if args.json:
                 if impl == "torch" and "error" not in row and ours is not None and "error" not in ours:

@@ -153,8 +153,9 @@ def run_ours(case: dict) -> dict:
                 conv=None if engine == "reference" else conv)
     del params                                                      # the network holds what it needs
     content, style, x = (to_device(a, device).astype(dtype) for a in _images(size, size))
+    style_loss = case.get("style_loss", "gram")
     objective = Objective(net, content, [style], alpha=ALPHA, beta=BETA, content_layer=CONTENT_LAYER,
-                          style_layers=PAPER_STYLE_LAYERS)
+                          style_layers=PAPER_STYLE_LAYERS, style_loss=style_loss)
     xp = get_array_module(x)
     sync = synchronize                                              # waits for the GPU; no-op on NumPy
     last = {}
@@ -176,6 +177,8 @@ def run_ours(case: dict) -> dict:
         pooling="avg", device=device, optimizer="lbfgs" if lbfgs else None, maxcor=case["maxcor"],
         conv="winograd" if engine == "reference" else conv, engine=engine)
     row["conv"] = conv
+    if style_loss != "gram":
+        row["style_loss"] = style_loss
     if lbfgs:
         from optim.lbfgs import lbfgs as run_lbfgs
         run_lbfgs(objective, x, lbfgs, maxcor=case["maxcor"])

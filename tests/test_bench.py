@@ -50,11 +50,12 @@ def test_help_describes_the_options(capsys):
 def test_json_rows_in_a_subprocess(vgg_params):
     """One tiny case end to end: the fields the issue asks for, from a fresh process."""
     done = subprocess.run([sys.executable, "-m", "minivgg.bench", "--sizes", "32", "--repeats", "1",
-                           "--warmup", "0", "--json"], capture_output=True, text=True, timeout=300)
+                           "--warmup", "0", "--json", "--style-loss", "gram", "mean-std"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(rows) == 1
-    row = rows[0]
+    assert len(rows) == 2 and "style_loss" not in rows[0] and rows[1]["style_loss"] == "mean-std"
+    row, other = rows
     for field in ("size", "device", "dtype", "seconds_per_eval", "gflops", "matmul_gflops",
                   "fraction_of_matmul", "peak_rss_bytes", "estimated_peak_bytes", "estimate_error",
                   "blas", "total_loss"):
@@ -70,3 +71,6 @@ def test_json_rows_in_a_subprocess(vgg_params):
     _, _, total, _ = evaluate(x, content, style, alpha=bench_cases.ALPHA, beta=bench_cases.BETA,
                               content_layer=bench_cases.CONTENT_LAYER, dtype="float64")
     assert row["total_loss"] == pytest.approx(float(total), rel=1e-4)       # float32 against float64
+    _, _, total, _ = evaluate(x, content, style, alpha=bench_cases.ALPHA, beta=bench_cases.BETA,
+                              content_layer=bench_cases.CONTENT_LAYER, dtype="float64", style_loss="mean-std")
+    assert other["total_loss"] == pytest.approx(float(total), rel=1e-4)     # the other statistic's objective
