@@ -71,3 +71,10 @@ def test_no_function_of_the_command_path_or_the_optimisers_is_longer_than_a_scre
     found = [f for folder in ("minivgg/transfer", "optim") for f in _long_functions(ROOT / folder)]
     allowed = [f for f in found if " build_parser " in f]      # the declarative argument list
     assert found == allowed, found
+
+
+def test_the_optimizer_default_follows_the_device():
+    assert parse_args([]).optimiser.name == "lbfgs"                       # the paper's, on the CPU
+    assert parse_args(["--device", "gpu"]).optimiser.name == "lbfgs-device"
+    assert parse_args(["--device", "gpu", "--optimizer", "lbfgs"]).optimiser.name == "lbfgs"
+    assert parse_args(["--optimizer", "adam"]).optimiser.name == "adam"

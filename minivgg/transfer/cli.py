@@ -228,10 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"iterations (default {DEFAULT_ITERS}); with --scales one number for every "
                           f"stage or one per stage (default {DEFAULT_ITERS}, then half at each later stage)")
     opt.add_argument("--optimizer", choices=("lbfgs", "lbfgs-device", "adam", "gd"),
-                     default=default(OptimiserSettings, "name"),
-                     help="lbfgs: scipy's L-BFGS-B (the paper's, default); lbfgs-device: L-BFGS with "
-                          "box bounds on the image's own device (optim/lbfgs_device.py, no float64 "
-                          "host copies between iterations); adam; gd: gradient descent")
+                     help="lbfgs: scipy's L-BFGS-B (the paper's; the default on the CPU); lbfgs-device: "
+                          "L-BFGS with box bounds on the image's own device (optim/lbfgs_device.py, no "
+                          "float64 host copies between iterations; the default with --device gpu, where "
+                          "scipy's iterations cost more than the evaluations); adam; gd: gradient descent")
     opt.add_argument("--lr", type=_positive(float), help="step size for adam/gd")
     opt.add_argument("--maxcor", type=_positive(int), default=default(OptimiserSettings, "maxcor"),
                      help="L-BFGS correction pairs, for lbfgs and lbfgs-device (default %(default)s)")

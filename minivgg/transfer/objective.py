@@ -122,30 +122,29 @@ class Objective:
             raise ValueError(f"spatial control uses guided Gram matrices: not with the {style_loss!r} style loss")
         if content_masks is not None or style_masks is not None:
             self.guides = self._guided_targets(content, styles, content_masks, style_masks, style_blend)
-        elif styles and self.statistic is not None:
-            blends = [1.0 / len(styles)] * len(styles) if style_blend is None else list(style_blend)
-            if len(blends) != len(styles):
-                raise ValueError(f"{len(blends)} blend weights for {len(styles)} style images")
-            for style, blend in zip(styles, blends):
-                feats = net.forward(style, taps=self.style_layers)[0]
-                for name in self.style_layers:
+        elif styles:
+            self._style_targets(styles, style_blend)
+
+        self.fast = None if net.fast is None else net.fast.evaluator(self)   # the fast engine's pool
+
+    def _style_targets(self, styles, style_blend):
+        """Each style image's targets at every style layer, weighted by style_blend (default equal):
+        the blended Gram matrix A per layer (the paper's), or [(blend, target) per style image] of
+        another statistic."""
+        blends = [1.0 / len(styles)] * len(styles) if style_blend is None else list(style_blend)
+        if len(blends) != len(styles):
+            raise ValueError(f"{len(blends)} blend weights for {len(styles)} style images")
+        for style, blend in zip(styles, blends):
+            feats = self.net.forward(style, taps=self.style_layers)[0]
+            for name in self.style_layers:
+                if self.statistic is not None:
                     target = self.statistic.target(feats[name].copy(order="C"))
                     self.statistic_targets.setdefault(name, []).append((float(blend), target))
-                del feats
-        elif styles:
-            if style_blend is None:
-                style_blend = [1.0 / len(styles)] * len(styles)
-            if len(style_blend) != len(styles):
-                raise ValueError(f"{len(style_blend)} blend weights for {len(styles)} style images")
-            for style, blend in zip(styles, style_blend):
-                feats = net.forward(style, taps=self.style_layers)[0]
-                for name in self.style_layers:
+                else:
                     scale = blend * self._size_ratio(style, name)
                     gram = gram_matrix(feats[name]) * feats[name].dtype.type(scale)  # (1, C, C)
                     self.style_targets[name] = self.style_targets.get(name, 0) + gram
-                del feats
-
-        self.fast = None if net.fast is None else net.fast.evaluator(self)   # the fast engine's pool
+            del feats
 
     def _size_ratio(self, style, name: str) -> float:
         """M_l(x) / M_l(style) when ``image_hw`` is given; else 1 (the paper's raw A)."""
