@@ -7,6 +7,9 @@ project converts between the two.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import repeat
+
 import math
 import time
 
@@ -104,3 +107,39 @@ def box_bounds(like, low, high):
     lb = np.broadcast_to(np.asarray(low, dtype=np.float64).reshape(1, -1, 1, 1), shape).ravel()
     ub = np.broadcast_to(np.asarray(high, dtype=np.float64).reshape(1, -1, 1, 1), shape).ravel()
     return lb, ub
+
+
+class ChannelBounds(Sequence):
+    """Per-pixel (low, high) pairs for scipy's L-BFGS-B, one shared pair per channel, made on demand.
+
+    Why not arrays in ``scipy.optimize.Bounds(lb, ub)``: scipy turns bounds into one (low, high)
+    tuple of two fresh floats per unknown on the way in (``optim/lbfgs.py`` says where, and what
+    that cost at 1024x768). A sequence of pairs is the other form scipy documents; this one stores
+    nothing per pixel: item i is channel (i // (H W))'s own tuple, the same object each time, so
+    scipy's conversion to arrays copies references, not floats, and keeps nothing after it.
+    """
+
+    def __init__(self, like, low, high):
+        """like: (1, C, H, W), the image's shape; low, high: C per-channel bounds."""
+        _, channels, h, w = tuple(like.shape)
+        self._plane = h * w
+        self._pairs = tuple((float(lo), float(hi)) for lo, hi in zip(low, high))
+        if len(self._pairs) != channels:
+            raise ValueError(f"{len(self._pairs)} channel bounds for {channels} channels")
+
+    def __len__(self) -> int:
+        return self._plane * len(self._pairs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._pairs[i // self._plane]
+
+    def __iter__(self):
+        for pair in self._pairs:
+            yield from repeat(pair, self._plane)
+

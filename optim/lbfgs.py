@@ -1,20 +1,28 @@
 """L-BFGS-B over the pixels, as Gatys et al. (and their texture code) run it.
 
-scipy.optimize.minimize(method="L-BFGS-B", jac=True) on the flattened image,
-with box bounds keeping every pixel in the valid 0..255 range (in the
+scipy's L-BFGS-B (``scipy.optimize.fmin_l_bfgs_b``, the function
+``minimize(method="L-BFGS-B")`` wraps) on the flattened image, with box bounds
+keeping every pixel in the valid 0..255 range (in the
 preprocessed space: channel c in [-mean_c, 255 - mean_c]) instead of clamping
 inside the objective, and ftol = gtol = 0 so the asked number of iterations
 really runs (docs/derivations.md, section 7). The run can stop early and cleanly: Ctrl-C, a time
 limit, or a non-finite loss return the best image evaluated so far. While it
 runs, scipy's own BLAS uses one thread (``optim.threads``: its short vector
 calls between evaluations are slower on many).
+
+Why ``fmin_l_bfgs_b`` and not ``minimize``: ``minimize`` converts any bounds to
+one Python tuple of two fresh floats per pixel and keeps that list for the whole
+run (scipy 1.17); measured at 1024x768 (2.36 million unknowns), 380 MB more
+resident at the first evaluation and 9 s before it, against none with
+``fmin_l_bfgs_b`` and the shared per-channel pairs of ``ChannelBounds``. The
+two run the same solver with the same settings.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import Bounds, minimize
+from scipy.optimize import fmin_l_bfgs_b
 
-from optim.boundary import FlatObjective, Stopped, box_bounds
+from optim.boundary import ChannelBounds, FlatObjective, Stopped, box_bounds
 from optim.progress import Progress
 from optim.result import OptimResult
 from optim.threads import scipy_blas_threads
@@ -43,20 +51,18 @@ def lbfgs(objective, x0, iterations, *, bounds=None, maxcor=20, progress=None,
             on_iteration(state["iteration"], flat.to_engine(zk))
 
     scipy_bounds = None
-    if bounds is not None:
-        scipy_bounds = Bounds(*box_bounds(x0, *bounds))
     z0 = flat.to_flat(x0)
-    if scipy_bounds is not None:
-        z0 = np.clip(z0, scipy_bounds.lb, scipy_bounds.ub)
+    if bounds is not None:
+        scipy_bounds = ChannelBounds(x0, *bounds)        # not scipy's Bounds: see ChannelBounds
+        z0 = np.clip(z0, *box_bounds(x0, *bounds))
     stopped = "done"
     try:
         with scipy_blas_threads(1):
-            result = minimize(flat, z0, jac=True, method="L-BFGS-B", bounds=scipy_bounds,
-                              callback=callback,
-                              options=dict(maxiter=int(iterations), maxfun=20 * int(iterations) + 20,
-                                           maxcor=int(maxcor), ftol=0.0, gtol=0.0))
+            _, _, info = fmin_l_bfgs_b(flat, z0, bounds=scipy_bounds, m=int(maxcor), factr=0.0, pgtol=0.0,
+                                       maxiter=int(iterations), maxfun=20 * int(iterations) + 20,
+                                       callback=callback)
         if state["iteration"] < iterations:
-            stopped = str(result.message)
+            stopped = str(info["task"])
     except KeyboardInterrupt:
         stopped = "interrupted"
     except Stopped as why:

@@ -305,3 +305,17 @@ def test_time_limit_stops_cleanly_with_the_best_point():
     assert result.stopped == "time limit" and 2 <= result.evaluations == len(f.seen) < 10
     losses = [0.5 * (p.ravel() - f.c) @ f.A @ (p.ravel() - f.c) for p in f.seen]
     assert result.loss == pytest.approx(min(losses), rel=1e-12)
+
+
+def test_scipy_bounds_are_shared_channel_pairs():
+    """optim.lbfgs hands scipy one (low, high) tuple per channel, repeated (no per-pixel floats):
+    the same bounds, element by element, as box_bounds' arrays."""
+    from optim.boundary import ChannelBounds, box_bounds
+    x = np.zeros((1, 3, 4, 5))
+    pairs = ChannelBounds(x, [-1.0, -2.0, -3.0], [1.0, 2.0, 3.0])
+    lb, ub = box_bounds(x, [-1.0, -2.0, -3.0], [1.0, 2.0, 3.0])
+    assert len(pairs) == 60 and [p[0] for p in pairs] == list(lb) and [p[1] for p in pairs] == list(ub)
+    assert pairs[25] == (-2.0, 2.0) and pairs[-1] == (-3.0, 3.0) and pairs[0] is pairs[19]
+    assert pairs[18:21] == [(-1.0, 1.0), (-1.0, 1.0), (-2.0, 2.0)]
+    with pytest.raises(IndexError):
+        pairs[60]

@@ -30,18 +30,18 @@ def test_one_thread_inside_and_the_setting_restored():
 
 
 def test_lbfgs_runs_with_one_scipy_thread(monkeypatch):
-    """Inside optim.lbfgs's minimize call, scipy's BLAS has one thread."""
+    """Inside optim.lbfgs's call of fmin_l_bfgs_b, scipy's BLAS has one thread."""
     get, put = _found()
     put(2)
     seen = []
     module = importlib.import_module("optim.lbfgs")      # the module (``optim.lbfgs`` is the function)
-    real_minimize = module.minimize
+    real_minimize = module.fmin_l_bfgs_b
 
     def spy(*args, **kwargs):
         seen.append(get())
         return real_minimize(*args, **kwargs)
 
-    monkeypatch.setattr(module, "minimize", spy)
+    monkeypatch.setattr(module, "fmin_l_bfgs_b", spy)
 
     class Quadratic:
         def __call__(self, x):
