@@ -40,10 +40,10 @@ from typing import NamedTuple
 from losses import (content_loss_backward, content_loss_forward, gram_matrix, guided_gram,
                     guided_style_loss_backward, guided_style_loss_forward, style_loss_backward,
                     style_loss_forward, tv_loss_backward, tv_loss_forward)
+from losses.statistics import style_statistic
 from minivgg.architecture import PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS, layer_index, layer_outputs
 from minivgg.backend import get_array_module, to_device
 from minivgg.masks import layer_masks
-from losses.statistics import style_statistic
 
 
 class Evaluation(NamedTuple):
