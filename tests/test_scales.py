@@ -121,3 +121,12 @@ def test_a_stage_that_cannot_fit_is_refused_with_the_largest_scale_that_fits(cli
     message = one_error_line(err)
     assert code == 2 and "not enough memory for a 512x384 run on cpu" in message
     assert message.endswith("the largest scale that fits is 256")
+
+
+def test_a_first_stage_too_small_for_the_content_is_noted():
+    from minivgg.transfer.stages import MIN_CONTENT_STAGE
+    note = "is small for the content"
+    for argv, noted in ((["--scales", "128", "256"], True), (["--scales", str(MIN_CONTENT_STAGE), "512"], False),
+                        (["--scales", "128", "256", "--mode", "texture"], False), (["--size", "128"], False)):
+        _, notes = stages_module.plan_stages(parse_args(argv), (768, 1024))
+        assert any(note in n for n in notes) == noted, (argv, notes)

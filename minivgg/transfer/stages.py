@@ -93,6 +93,11 @@ def stage_sizes(config, reference_hw, size: int, style_shapes):
     return hw, hws
 
 
+#: The smallest first stage (long side, px) of a coarse-to-fine transfer that still carries the
+#: content: below it conv4_2 has under 32x24 positions, each seeing 84 px, and a first stage at
+#: 128 px left the houses faint (issue 23's hand-scaled run); smaller starts get a note.
+MIN_CONTENT_STAGE = 256
+
 #: The fewest correction pairs ``--maxcor`` is lowered to, automatically, to make a stage fit.
 MIN_AUTO_MAXCOR = 3
 
@@ -186,4 +191,9 @@ def plan_stages(config, reference_hw, style_shapes=None, coarse_shapes=None):
                 memory.refusal_message(needed, available, config.network.device, f"a {hw[1]}x{hw[0]} run") + hint)
         stages.append(stage)
         notes += stage_notes
+    first = scales[0]
+    if len(scales) > 1 and config.objective.mode == "transfer" and first < MIN_CONTENT_STAGE:
+        notes.append(f"the first stage ({first} px) is small for the content: the photo's layout may "
+                     f"barely show and later stages cannot bring it back; start --scales at "
+                     f"{MIN_CONTENT_STAGE} or more")
     return stages, notes
