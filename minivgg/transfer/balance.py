@@ -14,11 +14,11 @@ another size each content layer c's weight k_c is multiplied by
 
 (M_c: positions of layer c's maps; the reference image has the stage's aspect
 ratio and ``ratio_size`` on its long side), and the TV weight, a sum over pixels,
-by the pixel-count ratio. The style terms are untouched. Transfer mode only: a
-content reconstruction or a texture has one term, and no balance to keep. So at the reference size
+by the pixel-count ratio. The style terms are untouched. So at the reference size
 the objective *is* the paper's (s_c = 1 exactly), and at every other size each
 term has the weight it would have there. ``ratio_size=None`` keeps the paper's
-objective unchanged at every size (``--ratio-size paper``).
+objective unchanged at every size (``--ratio-size paper``). Transfer mode only: a
+content reconstruction or a texture has one term, and no balance to keep.
 
 Why the content term and not both. Normalising both terms by their element counts
 (as several ports do) also removes the dependence, but changes what every ratio in
@@ -31,9 +31,6 @@ from __future__ import annotations
 from minivgg.architecture import PAPER_CONTENT_LAYER, PAPER_STYLE_LAYERS
 from minivgg.image import fit_long_side
 from minivgg.transfer.objective import positions
-
-#: The long side at which the paper's ratios hold: its images are about 512 pixels (PAPER.md).
-PAPER_SIZE = 512
 
 
 def reference_hw(hw, ratio_size: int) -> tuple:
