@@ -1,9 +1,10 @@
 """minivgg: Gatys, Ecker & Bethge's neural style transfer with hand-written gradients.
 
 Layers (``conv``, ``relu``, ``pool``) are forward/backward pairs on NumPy or
-CuPy arrays; ``VGG19`` chains them (the reference engine, ``engine="reference"``)
-or hands them to ``minivgg.fast`` (the fast engine, the default: the same
-function, transformed for speed); ``minivgg.transfer`` is the algorithm.
+CuPy arrays; ``network.ReferenceVGG19`` chains them (the reference engine),
+``minivgg.fast`` transforms them for speed (the fast engine), and ``VGG19``
+(``minivgg.vgg``) builds either, ``engine="fast"`` by default;
+``minivgg.transfer`` is the algorithm.
 """
 from minivgg.backend import get_array_module, gpu_status, to_device, to_numpy
 from minivgg.architecture import LAYER_NAMES

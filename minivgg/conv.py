@@ -52,21 +52,40 @@ def output_size(h: int, w: int, kh: int, kw: int, stride: int, pad: int) -> tupl
     return oh, ow
 
 
+def windows(a, size, stride, count):
+    """Every window of a (..., H, W) at once, as one view (KH, KW, ..., OH, OW) of a's memory:
+
+        view[u, v, ..., i, j] = a[..., SH*i + u, SW*j + v]     (KH, KW) = size, (SH, SW) = stride, (OH, OW) = count
+
+    so ``view[u, v]`` is offset (u, v) of every window (im2col's receptive fields, a
+    pooling's windows, Winograd's tiles). Windows overlap when the stride is smaller than
+    the size: write through one ``view[u, v]`` at a time (its elements are distinct), never
+    through the whole view. Refuses windows that would reach past a's last row or column.
+    """
+    (kh, kw), (sh, sw), (oh, ow) = size, stride, count
+    if sh * (oh - 1) + kh > a.shape[-2] or sw * (ow - 1) + kw > a.shape[-1]:
+        raise ValueError(f"{oh}x{ow} windows of {kh}x{kw}, stride {sh}x{sw}, do not fit a "
+                         f"{a.shape[-2]}x{a.shape[-1]} map")
+    *lead, sr, sc = a.strides
+    return get_array_module(a).lib.stride_tricks.as_strided(
+        a, shape=(kh, kw, *a.shape[:-2], oh, ow), strides=(sr, sc, *lead, sh * sr, sw * sc))
+
+
 def im2col(x, kh: int, kw: int, stride: int, pad: int):
     """Unroll receptive fields: x (N, C, H, W) -> cols (K, L), rows (c, u, v), columns (n, i, j).
 
     cols[(c, u, v), (n, i, j)] = xpad[n, c, s*i + u, s*j + v]: for each kernel
-    offset (u, v), one strided slice of the padded input fills KH*KW-th of the rows.
+    offset (u, v), one strided view of the padded input (``windows``) fills KH*KW-th of the rows.
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
     oh, ow = output_size(h, w, kh, kw, stride, pad)
     xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))     # (N, C, H+2p, W+2p)
+    fields = windows(xpad, (kh, kw), (stride, stride), (oh, ow))    # (KH, KW, N, C, OH, OW) view
     cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
     for u in range(kh):
         for v in range(kw):
-            window = xpad[:, :, u:u + stride * oh:stride, v:v + stride * ow:stride]  # (N, C, OH, OW)
-            cols[:, u, v] = window.transpose(1, 0, 2, 3)             # (C, N, OH, OW)
+            cols[:, u, v] = fields[u, v].transpose(1, 0, 2, 3)      # (C, N, OH, OW)
     return cols.reshape(c * kh * kw, n * oh * ow)                    # (K, L)
 
 
@@ -81,10 +100,10 @@ def col2im(dcols, x_shape, kh: int, kw: int, stride: int, pad: int):
     oh, ow = output_size(h, w, kh, kw, stride, pad)
     dcols = dcols.reshape(c, kh, kw, n, oh, ow)                     # (C, KH, KW, N, OH, OW)
     dxpad = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=dcols.dtype)
+    fields = windows(dxpad, (kh, kw), (stride, stride), (oh, ow))   # (KH, KW, N, C, OH, OW) view
     for u in range(kh):
         for v in range(kw):
-            window = dxpad[:, :, u:u + stride * oh:stride, v:v + stride * ow:stride]  # (N, C, OH, OW)
-            window += dcols[:, u, v].transpose(1, 0, 2, 3)
+            fields[u, v] += dcols[:, u, v].transpose(1, 0, 2, 3)    # (N, C, OH, OW), one offset at a time
     return dxpad[:, :, pad:pad + h, pad:pad + w]                     # (N, C, H, W), a view
 
 

@@ -67,32 +67,39 @@ def test_fast_and_reference_agree_with_perceptual_controls(vgg_params, pooling):
     print(f"{pooling}: losses {[abs(float(g) / float(w) - 1) for g, w in zip(fast[:4], ref[:4])]}, "
           f"gradient {rel_error(fast.grad, ref.grad):.1e}")
 
-def test_deleting_an_objective_frees_its_pool_at_once(vgg_params):
-    """No reference cycle between an Objective and its FastEvaluator: a coarse-to-fine run (or a
-    notebook making one objective per run) frees each objective's targets and pooled buffers when
-    it drops the objective, not at some later garbage collection."""
+def test_an_objective_and_its_evaluator_share_one_record_and_no_cycle(vgg_params):
+    """The Objective hands its fast evaluator one frozen record of targets and weights, not itself: the
+    evaluator never reads the objective, and dropping the objective frees the evaluator, its pool
+    and the targets at once, not at some later garbage collection (a coarse-to-fine run, or a
+    notebook making one objective per run). Both evaluations return the one Evaluation type."""
+    import dataclasses
     import gc
     import weakref
 
+    from minivgg.evaluation import Evaluation
     from minivgg.transfer.objective import Objective
     from minivgg.vgg import VGG19
     x, content, styles = _images(5, 1)
     net = VGG19(vgg_params, pooling="avg", dtype="float32")
     objective = Objective(net, content.astype("float32"), [styles[0].astype("float32")])
-    objective(x.astype("float32"))
-    refs = [weakref.ref(objective), weakref.ref(objective.fast), weakref.ref(objective.fast.pool)]
-    evaluator = objective.fast
+    assert objective.fast.targets is objective.targets and vars(objective.fast).keys() == {"net", "targets", "pool"}
+    assert type(objective(x.astype("float32"))) is Evaluation
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        objective.targets.alpha = 1.0
+    with pytest.raises(TypeError):
+        objective.targets.style_targets["conv1_1"] = None          # a read-only view
+    assert objective.alpha == objective.targets.alpha == 1e-3        # the record's fields, read through
+    refs = [weakref.ref(objective), weakref.ref(objective.fast), weakref.ref(objective.fast.pool),
+            weakref.ref(objective.targets)]
     gc.disable()
     try:
         del objective
-        assert [r() is None for r in refs] == [True, False, False]   # the evaluator is still held
-        with pytest.raises(RuntimeError, match="Objective no longer exists"):
-            evaluator(x.astype("float32"))
-        del evaluator
         assert all(r() is None for r in refs)
     finally:
         gc.enable()
-
+    reference = Objective(VGG19(vgg_params, dtype="float32", engine="reference"),
+                          content.astype("float32"), [styles[0].astype("float32")])
+    assert reference.fast is None and type(reference(x.astype("float32"))) is Evaluation
 
 def _executed_lines(call):
     """{file: lines} of the project's own code (tests and installed packages excluded) that call() executes."""

@@ -49,7 +49,7 @@ def test_channels_last_features_give_the_reference_values_in_their_own_order(xp,
     want_content, c_ref = reference.content_loss_forward(f, p)
     want_style, s_ref = reference.style_loss_forward(f, a)
     for feats, pool in ((f, None), (channels_last_copy(f), None), (channels_last_copy(f), ArrayPool())):
-        content, c_cache = fast.content_loss_forward(feats, channels_last_copy(p), pool=pool)
+        content, c_cache = fast.content_loss_forward(feats, channels_last_copy(p))
         style, s_cache = fast.style_loss_forward(feats, a)
         grads = (fast.content_loss_backward(c_cache, 2.0, pool=pool), fast.style_loss_backward(s_cache, 3.0))
         assert rel_error(content, want_content) < 1e-14 and rel_error(style, want_style) < 1e-14
@@ -59,3 +59,13 @@ def test_channels_last_features_give_the_reference_values_in_their_own_order(xp,
         assert rel_error(grads[0], 2.0 * (f - p)) < 1e-15
         assert all(channels_last(g) == channels_last(feats) for g in grads)
         assert all(g.flags.c_contiguous == feats.flags.c_contiguous for g in grads)
+
+
+def test_the_forwards_are_the_references_and_read_channels_last_features_without_a_copy(xp):
+    """The fast tier imports the reference's forwards and caches instead of copying them: their
+    reshape of a channels-last map to (N, C, H*W) is a view (H and W stay adjacent in memory)."""
+    assert fast.content_loss_forward is reference.content_loss_forward
+    assert fast.style_loss_forward is reference.style_loss_forward
+    assert fast.gram_matrix is reference.gram_matrix
+    f = channels_last_copy(_features(xp, np.random.default_rng(7))[0])
+    assert xp.shares_memory(f.reshape(1, 6, 35), f)

@@ -10,7 +10,7 @@ from gradcheck import channels_last_copy, rel_error, to_np
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
 from minivgg.fast.conv import conv2d_backward, conv2d_forward
 from minivgg.fast.layout import channels_last
-from minivgg.fast.winograd import conv3x3, flip_map, plans, prepare, tile_size, toom_cook
+from minivgg.fast.winograd import conv3x3, flip_map, plans, prepare, toom_cook
 from minivgg.architecture import CONV_SHAPES
 from minivgg.vgg import VGG19
 
@@ -76,7 +76,7 @@ def test_the_output_order_can_be_chosen(xp):
     """``channels_last=`` overrides the input's order; the values are the same either way."""
     rng = np.random.default_rng(7)
     x = xp.asarray(rng.standard_normal((1, 16, 9, 10)))
-    weights = prepare(xp.asarray(rng.standard_normal((8, 16, 3, 3))))
+    weights = prepare(xp.asarray(rng.standard_normal((8, 16, 3, 3))), 4)
     c_order = conv3x3(x, weights)
     last = conv3x3(x, weights, channels_last=True)
     back = conv3x3(channels_last_copy(x), weights, channels_last=False)
@@ -117,16 +117,16 @@ def test_conv2d_routes_through_winograd_and_back(xp):
     x = xp.asarray(rng.standard_normal((2, 16, 10, 7)))
     wt = xp.asarray(rng.standard_normal((24, 16, 3, 3)))
     b = xp.asarray(rng.standard_normal(24))
-    out, cache = conv2d_forward(x, wt, b, relu=True, winograd=prepare(wt))
+    out, cache = conv2d_forward(x, wt, b, relu=True, winograd=prepare(wt, 4))
     ref, ref_cache = conv2d_forward(x, wt, b, relu=True)
     assert cache.winograd is not None and ref_cache.winograd is None
     assert rel_error(out, ref) < 1e-13
     dout = xp.asarray(rng.standard_normal(out.shape))
     assert rel_error(conv2d_backward(dout, cache)[0], conv2d_backward(dout, ref_cache)[0]) < 1e-13
     with pytest.raises(ValueError, match="stride"):
-        conv2d_forward(x, wt, b, stride=2, winograd=prepare(wt))
+        conv2d_forward(x, wt, b, stride=2, winograd=prepare(wt, 4))
     with pytest.raises(ValueError, match="3x3"):
-        prepare(xp.asarray(rng.standard_normal((4, 4, 5, 5))))
+        prepare(xp.asarray(rng.standard_normal((4, 4, 5, 5))), 4)
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -138,11 +138,17 @@ def test_the_bias_column(m):
     assert (ka[:, forward.ones_column] == 1).all()
 
 
-def test_tile_size_rules():
+def test_one_tile_rule_the_networks():
+    """The tile is chosen in one place, ``network.winograd_tile``; ``prepare`` takes it, it has no rule of its own."""
     from minivgg.architecture import CONV_NAMES
     from minivgg.fast.network import winograd_tile
-    assert tile_size(64, 3) is None and tile_size(64, 64) == 4 and tile_size(512, 512) == 4
     assert [winograd_tile(name) for name in CONV_NAMES] == [None] + [4] * 11 + [2] * 4
+    w = np.zeros((8, 16, 3, 3))
+    with pytest.raises(TypeError):
+        prepare(w)                                                          # no default tile
+    with pytest.raises(ValueError, match="side 3"):
+        prepare(w, 3)
+    assert [prepare(w, m).u.shape for m in (2, 4)] == [(16, 8, 16), (36, 8, 16)]
     with pytest.raises(ValueError, match="unknown"):
         winograd_tile("conv6_1")
     forward, backward = plans(4)

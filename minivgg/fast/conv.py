@@ -66,7 +66,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from minivgg.backend import device_of, get_array_module
-from minivgg.conv import output_size
+from minivgg.conv import output_size, windows
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
 from minivgg.fast.layout import dense, flat_spatial, padded_rows, prefix_view
@@ -164,23 +164,15 @@ def _tiles(oh: int, rows: int):
     return [(i0, min(i0 + rows, oh)) for i0 in range(0, oh, rows)]
 
 
-def _offset_windows(a, kh: int, kw: int, stride: int, rows: int, ow: int):
-    """(u, v, view) for each kernel offset: a[..., s*i + u, s*j + v] over i < rows, j < OW.
-
-    a: (N, C, RI, WP) padded rows -> each view (N, C, rows, OW).
-    """
-    for u in range(kh):
-        for v in range(kw):
-            yield u, v, a[:, :, u:u + stride * (rows - 1) + 1:stride, v:v + stride * (ow - 1) + 1:stride]
-
-
 def _unroll(xt, kh: int, kw: int, stride: int, rows: int, ow: int, cols):
     """im2col of one tile: cols[n, c, u, v, i, j] = xt[n, c, s*i + u, s*j + v].
 
     xt: (N, C, RI, WP) padded input rows; cols: (N, C, KH, KW, rows, OW), filled and returned.
     """
-    for u, v, window in _offset_windows(xt, kh, kw, stride, rows, ow):
-        cols[:, :, u, v] = window                                   # (N, C, rows, OW)
+    fields = windows(xt, (kh, kw), (stride, stride), (rows, ow))    # (KH, KW, N, C, rows, OW) view
+    for u in range(kh):
+        for v in range(kw):
+            cols[:, :, u, v] = fields[u, v]                         # (N, C, rows, OW)
     return cols
 
 
@@ -193,8 +185,7 @@ def _unrolled_tiles(x, kh: int, kw: int, stride: int, ph: int, pw: int, rows: in
     """
     xp = get_array_module(x)
     n, c, h, wd = x.shape
-    oh = (h + 2 * ph - kh) // stride + 1
-    ow = (wd + 2 * pw - kw) // stride + 1
+    oh, ow = output_size(h + 2 * ph, wd + 2 * pw, kh, kw, stride, 0)  # padded on each side by ph, pw
     k = c * kh * kw
     cols_flat, xt_flat = work(pool, xp, tile_work_sizes(n, c, kh, kw, stride, rows, ow, wd + 2 * pw),
                               x.dtype)                              # one tile of each, reused
@@ -219,8 +210,7 @@ def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=N
     xp = get_array_module(x, w2)
     n, _, h, wd = x.shape
     o, k = w2.shape
-    oh = (h + 2 * ph - kh) // stride + 1
-    ow = (wd + 2 * pw - kw) // stride + 1
+    oh, ow = output_size(h + 2 * ph, wd + 2 * pw, kh, kw, stride, 0)  # padded on each side by ph, pw
     rows = tile_rows(n, k, oh, ow, x.dtype.itemsize, w2.nbytes, device_of(x), max_tile_bytes)
     bias = None if b is None else b.reshape(o, 1)                   # (O, 1)
     for i0, i1, cols in _unrolled_tiles(x, kh, kw, stride, ph, pw, rows, pool):
@@ -321,8 +311,10 @@ def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | No
         dcols = dcols.reshape(n, c, kh, kw, r, ow)                  # (N, C, KH, KW, R, OW)
         dxt = prefix_view(dxt_flat, (n, c, ri, wp))                 # (N, C, RI, WP)
         dxt[...] = 0
-        for u, v, window in _offset_windows(dxt, kh, kw, stride, r, ow):
-            window += dcols[:, :, u, v]                             # (N, C, R, OW)
+        fields = windows(dxt, (kh, kw), (stride, stride), (r, ow))  # (KH, KW, N, C, R, OW) view
+        for u in range(kh):
+            for v in range(kw):
+                fields[u, v] += dcols[:, :, u, v]                   # (N, C, R, OW), one offset at a time
         r0 = stride * i0 - pad                                      # first padded row, in x's rows
         lo, hi = min(max(r0, 0), h), max(min(r0 + ri, h), 0)
         if hi > lo:

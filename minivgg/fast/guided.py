@@ -1,7 +1,8 @@
 """The fast engine's guided style loss: ``losses.guided`` on channels-last features.
 
-Same values and normalisations as ``losses.guided`` (tested against it in
-``tests/test_guided.py``), with the transformations of ``minivgg.fast.losses``:
+Same values, normalisations and cache (``losses.guided.GuidedStyleCache``) as
+``losses.guided`` (tested against it in ``tests/test_guided.py``), with the
+transformations of ``minivgg.fast.losses``:
 
 * **memory order**: f may be channels-last; products read it through
   ``flat_spatial`` views, and the gradient comes out in f's order;
@@ -17,27 +18,11 @@ Shapes as in ``losses.guided``: f (N, C, H, W); t (H, W); G, A (N, C, C).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
-from minivgg.backend import device_of, get_array_module
+from losses.guided import GuidedStyleCache, region_mass
+from minivgg.backend import get_array_module
 from minivgg.fast.arrays import empty
 from minivgg.fast.layout import channels_last, flat_spatial
-from minivgg.fast.losses import SPAN_BYTES
-
-
-class GuidedStyleCache(NamedTuple):
-    """f, t^2 flattened to (M,), gram_diff = G_t - A_t, and the scale 1/(N^2 M)."""
-
-    f: object
-    t2: object
-    gram_diff: object
-    scale: float
-
-
-def _span(f) -> int:
-    """Positions per product: ``SPAN_BYTES`` of F on the CPU, all of them on the GPU (one launch)."""
-    n, c, h, w = f.shape
-    return max(1, SPAN_BYTES // (c * f.dtype.itemsize)) if device_of(f) == "cpu" else h * w
+from minivgg.fast.losses import SPAN_BYTES, span_positions
 
 
 def guided_style_loss_forward(f, t, target_gram):
@@ -53,21 +38,21 @@ def guided_style_loss_forward(f, t, target_gram):
                          f"features {tuple(f.shape)}")
     fmat, tflat = flat_spatial(f), t.reshape(h * w)                # (N, C, M) view, (M,)
     gram = xp.zeros((n, c, c), dtype=f.dtype)
-    span = _span(f)
+    span = span_positions(f, SPAN_BYTES)
     for k0 in range(0, h * w, span):
         ft = fmat[:, :, k0:k0 + span] * tflat[k0:k0 + span]        # F o t over one span: (N, C, span)
         gram += ft @ ft.transpose(0, 2, 1)                         # (N, C, C)
-    mass = xp.vdot(tflat, tflat)                                   # m = sum t^2, 0-d
+    mass = region_mass(t)                                          # m = sum t^2, 0-d
     gram_diff = gram / mass - target_gram                          # G_t - A_t: (N, C, C)
     scale = 1.0 / (float(c) ** 2 * float(h * w))                   # 1 / (N_l^2 M_l)
     loss = 0.25 * scale * mass * xp.vdot(gram_diff, gram_diff)     # 0-d
-    return loss, GuidedStyleCache(f, tflat * tflat, gram_diff, scale)
+    return loss, GuidedStyleCache(f, t * t, gram_diff, scale)
 
 
 def guided_style_loss_backward(caches, dloss=1.0):
     """dloss * sum_r (G_r - A_r)(F o t_r^2) / (N^2 M) over a layer's regions, unmasked, in F's order.
 
-    caches: the ``GuidedStyleCache`` of each region of one layer (same f), at least one.
+    caches: the ``GuidedStyleCache`` of each region of one layer (same f, t2 (H, W)), at least one.
     Each span's product is written into the one output and scaled by t^2 over its positions
     (first region), or added to it through a span-sized temporary (the others).
     """
@@ -76,16 +61,17 @@ def guided_style_loss_backward(caches, dloss=1.0):
     df = empty(None, xp, f.shape, f.dtype, channels_last=channels_last(f))   # plain memory: a gradient
     fmat, dfmat = flat_spatial(f), flat_spatial(df)                # (N, C, M) views
     n, c, m = fmat.shape
-    span = _span(f)
+    span = span_positions(f, SPAN_BYTES)
+    t2s = [cache.t2.reshape(m) for cache in caches]                # (M,) each, views
     scaled = [cache.gram_diff * cache.gram_diff.dtype.type(cache.scale * dloss) for cache in caches]
     for k0 in range(0, m, span):
         cols = slice(k0, k0 + span)                                # one span of positions
         out = dfmat[:, :, cols]                                    # (N, C, span) view of df
         xp.matmul(scaled[0], fmat[:, :, cols], out=out)            # (C, C) @ (C, span)
-        out *= caches[0].t2[cols]                                  # o t^2 over the span's positions
-        for s, cache in zip(scaled[1:], caches[1:]):
+        out *= t2s[0][cols]                                        # o t^2 over the span's positions
+        for s, t2 in zip(scaled[1:], t2s[1:]):
             part = xp.matmul(s, fmat[:, :, cols])                  # (N, C, span) temporary
-            part *= cache.t2[cols]
+            part *= t2[cols]
             out += part
     assert df.shape == f.shape
     return df

@@ -19,6 +19,7 @@ Shapes: out, dout (N, C, H, W) in either memory order (``minivgg.fast.layout``).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from minivgg.backend import get_array_module
@@ -58,3 +59,15 @@ def packed_relu_backward(dout, cache: PackedReluCache, *, out=None):
     dx = xp.multiply(dout, unpack_mask(cache), out=out, dtype=dout.dtype)
     assert dx.shape == cache.shape
     return dx
+
+
+def packed_bytes(shape) -> int:
+    """Bytes ``pack_relu`` keeps for an output of ``shape`` (N, C, H, W): one bit per element, ceil(size / 8)."""
+    return -(-math.prod(shape) // 8)
+
+
+def workspace_bytes(shape, *, backward: bool = False) -> int:
+    """Bytes ``pack_relu`` (the boolean mask [out > 0], one byte per element) or, backward,
+    ``packed_relu_backward`` (the unpacked 0/1 mask, 8 bytes per packed byte) takes besides its
+    input, output and bits, for an output of ``shape`` (N, C, H, W) (the memory model asks)."""
+    return 8 * packed_bytes(shape) if backward else math.prod(shape)

@@ -1,48 +1,57 @@
-"""The fast engine's VGG-19: the reference walk of ``minivgg.vgg`` with its transformations applied.
+"""The fast engine's VGG-19: the reference walk of ``minivgg.network`` with its transformations applied.
 
-Same function as the reference network (``tests/test_fast_engine.py`` holds
-them together in float64); what changes is how each step runs:
+Same function as the reference network (``tests/test_fast_engine.py`` and
+``tests/test_fast_transforms.py`` hold them together in float64, with every
+combination of switches); it walks the reference's own loops
+(``minivgg.network.forward_walk``, ``backward_walk``) and keeps the reference's
+cache (``VGGCache``). What changes is how each step runs, one switch of
+``minivgg.fast.transforms.Transforms`` each:
 
-* convolutions through Winograd's minimal filtering (``minivgg.fast.winograd``;
-  kernels transformed once, on a layer's first use; ``winograd_tile`` says
-  which tile each layer uses) except conv1_1, whose 3 input channels suit
-  tiled im2col (``minivgg.fast.conv``) better; ``conv="im2col"`` runs every
+* ``winograd``: 3x3 convolutions through Winograd's minimal filtering
+  (``minivgg.fast.winograd``; kernels transformed once, on a layer's first use;
+  ``winograd_tile`` says which tile each layer uses) except conv1_1, whose 3
+  input channels suit tiled im2col (``minivgg.fast.conv``) better; off: every
   layer through tiled im2col;
-* bias and ReLU fused into each convolution's output copy (no ``relu_forward``
-  pass: the conv's output *is* the ReLU's, and its cache is that output);
-* channels-last activations on the CPU (``minivgg.fast.layout``);
-* average pooling summed separably (``minivgg.fast.pooling``);
-* an explicit ``ArrayPool`` (``minivgg.fast.arrays``) for activations and work
-  buffers, when the caller passes one;
-* in the backward, gradients the walk owns are updated in place, and a
-  gradient given as a function is made only when the walk reaches its tap;
-* ``lean=True``: the memory-lean mode (``minivgg.fast.lean``): of the layers
-  that are not taps only the ReLU masks are kept, as bits.
+* ``fused_relu``: bias and ReLU fused into each convolution's output copy (no
+  ``relu_forward`` pass: the conv's output *is* the ReLU's, and its cache is
+  that output); off: ``minivgg.relu.relu_forward`` after the conv;
+* ``channels_last``: activations stored channels-last (``minivgg.fast.layout``);
+* ``separable_pool``: average pooling summed separably (``minivgg.fast.pooling``);
+  off: ``minivgg.pool``;
+* ``array_pool``: activations and work buffers from the ``ArrayPool``
+  (``minivgg.fast.arrays``) the caller passes (the evaluator passes none when off);
+* ``inplace``: in the backward, gradients the walk owns are updated in place;
+* ``deferred``: a gradient given as a function is made only when the walk
+  reaches its tap (the evaluator gives functions only when on);
+* ``lean``: the memory-lean mode (``minivgg.fast.lean``): of the layers that
+  are not taps only the ReLU masks are kept, as bits.
 
-Memory order. Every array has the logical shape (N, C, H, W), but on the CPU
-with Winograd the activations (and so the gradients of the walk down) are
-stored channels-last, (N, H, W, C) in memory: conv1_1 writes its output that
-way and every later layer keeps its input's order. The im2col route keeps C
-order, which its unrolling copies suit, and so does the GPU: CuPy's
-elementwise kernels walk an array in its logical order, so every ReLU mask,
-sum and pooling over channels-last memory reads with a stride of C floats
-(measured on an H200: evaluations twice as slow, 0.105 s instead of 0.05 s at
-1024 x 1024).
+Each one's measured gain: ``python -m minivgg.bench --sizes 256 512 --ablate``.
+
+Memory order. Every array has the logical shape (N, C, H, W). With
+``channels_last`` the activations (and so the gradients of the walk down) are
+stored (N, H, W, C) in memory: conv1_1 writes its output that way and every
+later layer keeps its input's order. The default route turns it on only on the
+CPU (``Transforms.default``): CuPy's elementwise kernels walk an array in its
+logical order, so on the GPU every ReLU mask, sum and pooling over
+channels-last memory reads with a stride of C floats.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
 
-from minivgg.architecture import LAYER_NAMES, layer_index, tap_depth
+from minivgg import pool as reference_pool
+from minivgg.architecture import layer_index
 from minivgg.fast.conv import conv2d_backward, conv2d_forward, uses_transposed_conv
 from minivgg.fast.conv import workspace_bytes as im2col_workspace_bytes
 from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward
 from minivgg.fast.objective import FastEvaluator
 from minivgg.fast.pooling import avg_pool2d_backward, avg_pool2d_forward
+from minivgg.fast.transforms import Transforms
 from minivgg.fast.winograd import prepare as winograd_prepare
 from minivgg.fast.winograd import temporary_bytes as winograd_temporary_bytes
-from minivgg.pool import max_pool2d_backward, max_pool2d_forward
-from minivgg.relu import ReluCache, relu_backward
+from minivgg.network import VGGCache, backward_walk, forward_walk
+from minivgg.relu import ReluCache, relu_backward, relu_forward
 
 
 def winograd_tile(name: str) -> int | None:
@@ -90,32 +99,34 @@ def pooled_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, items
     return total
 
 
-class FastVGGCache(NamedTuple):
-    """Per-layer caches of the layers run (conv: (Conv2dCache, ReluCache); pool: its cache)."""
-
-    layers: tuple
-    depth: int  # number of layers run: index of the deepest tap + 1
-
-
 class FastVGG19:
     """The fast engine behind ``minivgg.VGG19(..., engine="fast")``; the weights are the VGG19's own.
 
     params: {name: (w, b)} already on the device and in the network's dtype.
-    conv: "winograd" (default) or "im2col". lean: keep bit masks instead of the
-    activations that are not taps (``minivgg.fast.lean``); may be switched at any
-    time between a forward and the next.
+    transforms: which transformations run (``Transforms``; default: ``Transforms.default(device)``).
     """
 
-    def __init__(self, params, pooling: str, device: str, conv: str = "winograd", lean: bool = False):
-        if conv not in ("winograd", "im2col"):
-            raise ValueError(f"conv must be 'winograd' or 'im2col', not {conv!r}")
+    def __init__(self, params, pooling: str, device: str, transforms: Transforms | None = None):
         self.params = params
         self.pooling = pooling
         self.device = device
-        self.conv = conv
-        self.lean = lean
-        self.channels_last = conv == "winograd" and device == "cpu"   # memory order: module docstring
+        self.transforms = Transforms.default(device) if transforms is None else transforms
         self._winograd = {}                # layer name -> WinogradWeights (or None), made on first use
+
+    @property
+    def conv(self) -> str:
+        """The convolution route: "winograd" or "im2col" (``Transforms.winograd``)."""
+        return "winograd" if self.transforms.winograd else "im2col"
+
+    @property
+    def lean(self) -> bool:
+        """Whether the memory-lean mode is on (``Transforms.lean``)."""
+        return self.transforms.lean
+
+    @property
+    def dtype(self):
+        """The dtype of the weights, which is the network's."""
+        return self.params["conv1_1"][0].dtype
 
     def winograd_weights(self, name: str):
         """The transformed kernels of conv ``name`` (made once, then kept), or None where im2col runs it."""
@@ -124,94 +135,105 @@ class FastVGG19:
             self._winograd[name] = None if m is None else winograd_prepare(self.params[name][0], m)
         return self._winograd[name]
 
-    def evaluator(self, objective):
-        """A ``FastEvaluator`` for ``objective`` (an ``Objective`` built on this network)."""
-        return FastEvaluator(objective)
+    def evaluator(self, targets):
+        """A ``FastEvaluator`` of the objective whose targets are ``targets`` (``minivgg.evaluation``)."""
+        return FastEvaluator(self, targets)
 
     def forward(self, x, taps=("conv4_2",), pool=None):
-        """Run the layers up to the deepest tap; as ``minivgg.VGG19.forward``.
+        """Run the layers up to the deepest tap; as ``minivgg.network.ReferenceVGG19.forward``.
 
         x: (N, 3, H, W) in the network's dtype -> (feats {tap: (N, C, h, w)}, cache).
-        The features are the network's own arrays: treat them as read-only (on
-        the CPU their memory is channels-last). ``pool``: an ``ArrayPool`` the
+        The features are the network's own arrays: treat them as read-only (with
+        ``channels_last`` their memory is (N, H, W, C)). ``pool``: an ``ArrayPool`` the
         activations come from (then they live until the pool's ``recycle``), or None.
         """
         taps = tuple(taps)
-        depth = tap_depth(x.shape, taps)
-        if self.lean:
+        if self.transforms.lean:
             pool = None                    # a pool would keep every activation the lean mode lets go
-        out = x
-        feats, caches = {}, []
-        for name in LAYER_NAMES[:depth]:
-            if name.startswith("conv"):
-                w, b = self.params[name]
-                # bias and ReLU fused into the conv's tiles; out is the ReLU's mask too
-                out, conv_cache = conv2d_forward(out, w, b, stride=1, pad=1, relu=True,
-                                                 winograd=self.winograd_weights(name),
-                                                 channels_last=self.channels_last, pool=pool)
-                if not self.lean:
-                    caches.append((conv_cache, ReluCache(out)))
-                else:                      # the input's memory goes with the next layer; bits for the mask
-                    relu_cache = ReluCache(out) if name in taps else pack_relu(out)
-                    caches.append((conv_cache.without_input(), relu_cache))
-            elif self.pooling == "avg":
-                out, pool_cache = avg_pool2d_forward(out, 2, 2, pool=pool)
-                caches.append(pool_cache)
+        return forward_walk(x, taps, lambda name, out: self._layer_forward(name, out, taps, pool))
+
+    def _layer_forward(self, name: str, x, taps: tuple, pool):
+        """One layer, transformed as ``self.transforms`` says: -> (out, cache) as the reference's."""
+        t = self.transforms
+        if name.startswith("conv"):
+            w, b = self.params[name]
+            out, conv_cache = conv2d_forward(x, w, b, stride=1, pad=1, relu=t.fused_relu,
+                                             winograd=self.winograd_weights(name),
+                                             channels_last=t.channels_last, pool=pool)
+            if t.fused_relu:
+                relu_cache = ReluCache(out)            # the conv's output is the ReLU's, and its mask
             else:
-                out, pool_cache = max_pool2d_forward(out, 2, 2)
-                caches.append(pool_cache)
-            if name in taps:
-                feats[name] = out
-        return feats, FastVGGCache(tuple(caches), depth)
+                out, relu_cache = relu_forward(out)
+            if t.lean:                     # the input's memory goes with the next layer; bits for the mask
+                conv_cache = conv_cache.without_input()
+                relu_cache = relu_cache if name in taps else pack_relu(out)
+            return out, (conv_cache, relu_cache)
+        if self.pooling == "max":
+            return reference_pool.max_pool2d_forward(x, 2, 2)
+        if t.separable_pool:
+            return avg_pool2d_forward(x, 2, 2, pool=pool)
+        return reference_pool.avg_pool2d_forward(x, 2, 2)
 
-    def backward(self, grads, cache: FastVGGCache, pool=None):
-        """dx for the loss whose gradient at tap t is ``grads[t]``; as ``minivgg.VGG19.backward``.
+    def backward(self, grads, cache: VGGCache, pool=None):
+        """dx for the loss whose gradient at tap t is ``grads[t]``; as ``ReferenceVGG19.backward``.
 
-        A ``grads[t]`` may also be a function of no arguments that returns it:
-        it is called when the walk reaches t, so that gradient only exists from
-        then on (the fast objective passes its style gradients so: at 512 x 512
-        that keeps conv1_1's and conv2_1's, 100 MB, out of the walk's peak).
-        grads are not modified; gradients the walk made itself are updated in
-        place (``owned``), which saves a full-size temporary per ReLU and per
-        tap. ``pool``: the tiles come from its work buffer.
+        A ``grads[t]`` may also be a function of no arguments that returns a fresh
+        array: it is called when the walk reaches t, so that gradient only exists
+        from then on (the evaluator passes its style gradients so, with ``deferred``:
+        at 512 x 512 that keeps conv1_1's and conv2_1's out of the walk's peak).
+        grads' arrays are not modified; with ``inplace``, gradients the walk made
+        itself (or a function made) are updated in place, which saves a full-size
+        temporary per ReLU and per tap. ``pool``: the tiles come from its work buffer.
         """
-        for name in grads:
-            if layer_index(name) >= cache.depth:
-                raise ValueError(f"no forward ran as deep as {name!r}")
-        dout, owned = None, False          # owned: dout is ours to overwrite (not one of grads)
-        for index in range(cache.depth - 1, -1, -1):
-            name = LAYER_NAMES[index]
-            if name in grads:
-                dout, owned = _add_tap_gradient(dout, owned, grads[name])
-            if dout is None:
-                continue
-            layer_cache = cache.layers[index]
-            if name.startswith("conv"):
-                conv_cache, relu_cache = layer_cache
-                relu_back = packed_relu_backward if isinstance(relu_cache, PackedReluCache) else relu_backward
-                dout = relu_back(dout, relu_cache, out=dout if owned else None)
-                dout, _, _ = conv2d_backward(dout, conv_cache, pool=pool)
-            elif self.pooling == "avg":
-                dout = avg_pool2d_backward(dout, layer_cache, pool=pool)
-            else:
-                dout = max_pool2d_backward(dout, layer_cache)
-            owned = True
-        if dout is None:
-            raise ValueError("backward needs a gradient for at least one tap")
-        return dout
+        inplace = self.transforms.inplace
+        given = [g for g in grads.values() if not callable(g)]     # the caller's: read, never written
+
+        def owned(a) -> bool:
+            return inplace and all(a is not g for g in given)
+
+        def join(dout, g):                                         # dout + g, in place where one is ours
+            if owned(dout):
+                dout += g
+                return dout
+            if owned(g):
+                g += dout
+                return g
+            return dout + g
+
+        def layer_backward(name, dout, layer_cache):
+            return self._layer_backward(name, dout, layer_cache, owned(dout), pool)
+
+        return backward_walk(_Deferred(grads), cache, layer_backward, join)
+
+    def _layer_backward(self, name: str, dout, cache, owned: bool, pool):
+        """dx of one layer; ``owned``: dout may be overwritten (it is the walk's own)."""
+        if name.startswith("conv"):
+            conv_cache, relu_cache = cache
+            relu_back = packed_relu_backward if isinstance(relu_cache, PackedReluCache) else relu_backward
+            dout = relu_back(dout, relu_cache, out=dout if owned else None)
+            return conv2d_backward(dout, conv_cache, pool=pool)[0]
+        if self.pooling == "max":
+            return reference_pool.max_pool2d_backward(dout, cache)
+        if self.transforms.separable_pool:
+            return avg_pool2d_backward(dout, cache, pool=pool)
+        return reference_pool.avg_pool2d_backward(dout, cache)
 
 
-def _add_tap_gradient(dout, owned: bool, g):
-    """(dout + g, owned) with the fewest copies: g may be a function making a fresh array (ours)."""
-    fresh = callable(g)
-    if fresh:
-        g = g()                                    # made now: ours to overwrite
-    if dout is None:
-        return g, fresh
-    if owned:
-        dout += g
-        return dout, True
-    if fresh:
-        g += dout
-        return g, True
-    return dout + g, True
+class _Deferred(Mapping):
+    """grads read through: a value that is a function is called when read (the walk reads each tap once)."""
+
+    def __init__(self, grads):
+        self._grads = grads
+
+    def __getitem__(self, name):
+        g = self._grads[name]
+        return g() if callable(g) else g
+
+    def __contains__(self, name) -> bool:        # Mapping's own would call the function
+        return name in self._grads
+
+    def __iter__(self):
+        return iter(self._grads)
+
+    def __len__(self) -> int:
+        return len(self._grads)

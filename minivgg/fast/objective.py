@@ -1,90 +1,95 @@
-"""The fast engine's evaluation of the objective: the reference's steps, with an array pool.
+"""The fast engine's evaluation of the objective: the reference's steps, transformed.
 
-``minivgg.transfer.objective.Objective`` holds the targets (and, for spatial
-control, the masks already at every layer) and, for a network built with
-``engine="fast"``, hands each evaluation to a ``FastEvaluator``. It computes
-the same L_total and gradient as the reference evaluation in that class
-(``tests/test_fast_engine.py``), differently:
+``minivgg.transfer.objective.Objective`` freezes its targets and weights into
+one record (``minivgg.evaluation.ObjectiveTargets``) and, for a network built
+with ``engine="fast"``, hands each evaluation to a ``FastEvaluator`` made from
+that record. It computes the same ``Evaluation`` as the reference evaluation in
+that class (``tests/test_fast_engine.py``, ``tests/test_fast_transforms.py``),
+differently, as the network's ``Transforms`` say:
 
-* an ``ArrayPool`` (``minivgg.fast.arrays``), owned here and passed to the
-  network and the losses: each evaluation reuses the previous one's
-  activations and work buffers (at 512 x 512: ~11,000 page faults and 0.2 s
-  of system time less per evaluation); ``recycle()`` after every evaluation,
-  when nothing made from the pool is used any more (the gradient returned is
-  plain memory);
-* the losses' unmasked gradients (``minivgg.fast.losses``, ``minivgg.fast.guided``:
-  the walk's ReLU masks);
-* each style gradient handed to the walk as a function, made only when the
-  walk reaches its layer (``FastVGG19.backward``); a guided layer's regions
-  share that one gradient array.
+* ``array_pool``: an ``ArrayPool`` (``minivgg.fast.arrays``), owned here and
+  passed to the network and the content loss: each evaluation reuses the
+  previous one's activations and work buffers; ``recycle()`` after every
+  evaluation, when nothing made from the pool is used any more (the gradient
+  returned is plain memory);
+* always: the losses' unmasked gradients (``minivgg.fast.losses``,
+  ``minivgg.fast.guided``: the walk applies the ReLU masks);
+* ``deferred``: each style gradient handed to the walk as a function, made only
+  when the walk reaches its layer (``FastVGG19.backward``); a guided layer's
+  regions share that one gradient array.
+
+Measured gains: ``python -m minivgg.bench --sizes 256 512 --ablate``.
 """
 from __future__ import annotations
 
-import weakref
-
 from losses import tv_loss_backward, tv_loss_forward
+from minivgg.evaluation import Evaluation, ObjectiveTargets, style_term
 from minivgg.fast import guided as fast_guided
 from minivgg.fast import losses as fast_losses
 from minivgg.fast.arrays import ArrayPool
 
 
 class FastEvaluator:
-    """Evaluations of ``objective`` (an ``Objective`` on a fast ``VGG19``) with the engine's own pool.
+    """Evaluations of the objective with targets ``targets`` on the fast network ``net`` (a ``FastVGG19``).
 
-    The objective owns its evaluator and the evaluator only looks the objective up (a weak
-    reference): without that cycle, ``del objective`` frees the targets and the pool at once, not
-    at the garbage collector's next pass (a coarse-to-fine run builds one objective per stage).
+    It holds the network, the record and its own pool, and nothing of the ``Objective``: an
+    objective dropped frees its evaluator, targets and pool at once (no reference cycle).
     """
 
-    def __init__(self, objective):
-        self._objective = weakref.ref(objective)
-        self.pool = ArrayPool()
+    def __init__(self, net, targets: ObjectiveTargets):
+        self.net, self.targets = net, targets
+        self.pool = ArrayPool() if net.transforms.array_pool else None
 
-    @property
-    def objective(self):
-        objective = self._objective()
-        if objective is None:
-            raise RuntimeError("this FastEvaluator's Objective no longer exists")
-        return objective
-
-    def __call__(self, x) -> tuple:
-        """(content, style, tv, total, grad) at x (1, 3, H, W), as ``Objective``'s reference evaluation."""
+    def __call__(self, x) -> Evaluation:
+        """The ``Evaluation`` at x (1, 3, H, W), as ``Objective``'s reference evaluation."""
         try:
             return self._evaluate(x)
         finally:
-            self.pool.recycle()            # every pooled array of this evaluation is dead by now
+            if self.pool is not None:
+                self.pool.recycle()        # every pooled array of this evaluation is dead by now
 
-    def _evaluate(self, x) -> tuple:
-        o, pool = self.objective, self.pool
-        net = o.net.fast
-        feats, cache = net.forward(x.astype(o.net.dtype, copy=False), o.taps, pool=pool)
+    def _evaluate(self, x) -> Evaluation:
+        t, net, pool = self.targets, self.net, self.pool
+        feats, cache = net.forward(x.astype(net.dtype, copy=False), t.taps, pool=pool)
         grads = {}
         content = style = tv = 0.0
-        for name, k_c in o.content_weights.items():
-            c_l, c_cache = fast_losses.content_loss_forward(feats[name], o.content_targets[name], pool=pool)
+        for name, k_c in t.content_weights.items():
+            c_l, c_cache = fast_losses.content_loss_forward(feats[name], t.content_targets[name])
             content = content + k_c * c_l
-            grads[name] = fast_losses.content_loss_backward(c_cache, o.alpha * k_c, pool=pool)
-        for name in o.style_layers:
-            w_l = o.style_layer_weights[name]
-            if o.statistic is not None:          # another style statistic: the reference's losses
-                e_l, g = o.style_term(name, feats[name], o.beta * w_l)
+            grads[name] = fast_losses.content_loss_backward(c_cache, t.alpha * k_c, pool=pool)
+        for name in t.style_layers:
+            w_l = t.style_layer_weights[name]
+            if t.statistic is not None:          # another style statistic: the reference's losses
+                e_l, g = style_term(t, name, feats[name], t.beta * w_l)
                 grads[name] = g + grads[name] if name in grads else g
-            elif o.guides is None:
-                e_l, s_cache = fast_losses.style_loss_forward(feats[name], o.style_targets[name])
-                grads[name] = _style_gradient(fast_losses.style_loss_backward, s_cache, o.beta * w_l,
-                                              grads.get(name))
+            elif t.guides is None:
+                e_l, s_cache = fast_losses.style_loss_forward(feats[name], t.style_targets[name])
+                grads[name] = self._style_gradient(fast_losses.style_loss_backward, s_cache,
+                                                   t.beta * w_l, grads.get(name))
             else:
-                e_l, caches = _guided_style(feats[name], o.guides[name])
+                e_l, caches = _guided_style(feats[name], t.guides[name])
                 if caches:
-                    grads[name] = _style_gradient(fast_guided.guided_style_loss_backward, caches,
-                                                  o.beta * w_l, grads.get(name))
+                    grads[name] = self._style_gradient(fast_guided.guided_style_loss_backward, caches,
+                                                       t.beta * w_l, grads.get(name))
             style = style + w_l * e_l
         grad = net.backward(grads, cache, pool=pool)                # (1, 3, H, W)
-        if o.tv_weight:
+        if t.tv_weight:
             tv, tv_cache = tv_loss_forward(x)
-            grad += tv_loss_backward(tv_cache, o.tv_weight).astype(grad.dtype, copy=False)
-        total = o.alpha * content + o.beta * style + o.tv_weight * tv
-        return content, style, tv, total, grad
+            grad += tv_loss_backward(tv_cache, t.tv_weight).astype(grad.dtype, copy=False)
+        total = t.alpha * content + t.beta * style + t.tv_weight * tv
+        return Evaluation(content, style, tv, total, grad)
+
+    def _style_gradient(self, backward, cache, scale: float, other=None):
+        """beta w_l dE_l/dF_l = backward(cache, scale) (plus ``other``, the content gradient when
+        the layer is also a content layer): with ``deferred`` a function the walk calls when it
+        reaches the layer (a gradient the size of the layer's features exists only from then
+        on), else the array itself."""
+        def make():
+            g = backward(cache, scale)                             # (1, C, h, w), a fresh array
+            if other is not None:
+                g += other
+            return g
+        return make if self.net.transforms.deferred else make()
 
 
 def _guided_style(f, regions):
@@ -95,15 +100,3 @@ def _guided_style(f, regions):
         e_l = e_l + e_r
         caches.append(cache)
     return e_l, caches
-
-
-def _style_gradient(backward, cache, scale: float, other=None):
-    """beta w_l dE_l/dF_l = backward(cache, scale) (plus ``other``, the content gradient when the
-    layer is also a content layer), as a function the walk calls when it reaches the layer: a
-    gradient the size of the layer's features exists only from then on."""
-    def make():
-        g = backward(cache, scale)                                 # (1, C, h, w), a fresh array
-        if other is not None:
-            g += other
-        return g
-    return make

@@ -17,10 +17,13 @@ the output and the row sums, or None.
 """
 from __future__ import annotations
 
+import math
+
 from minivgg.backend import get_array_module
+from minivgg.conv import windows
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last, prefix_view
-from minivgg.pool import AvgPoolCache, pool_output_size, window
+from minivgg.pool import AvgPoolCache, pool_output_size
 
 
 def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2, *, pool=None):
@@ -44,8 +47,10 @@ def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2, *, pool=None):
         i1 = min(oh, i0 + block)
         rows = _block_view(rows_flat, (n, c, i1 - i0, w), layout)
         band = x[:, :, stride * i0:stride * (i1 - 1) + kernel]       # the input rows they read
-        _sum_into(xp, rows, [_offsets(band, 2, u, i1 - i0, stride) for u in range(kernel)])
-        _sum_into(xp, out[:, :, i0:i1], [_offsets(rows, 3, v, ow, stride) for v in range(kernel)])
+        down = windows(band, (kernel, 1), (stride, 1), (i1 - i0, w))  # (k, 1, N, C, rows, W) view
+        _sum_into(xp, rows, [down[u, 0] for u in range(kernel)])
+        across = windows(rows, (1, kernel), (1, stride), (i1 - i0, ow))  # (1, k, N, C, rows, OW) view
+        _sum_into(xp, out[:, :, i0:i1], [across[0, v] for v in range(kernel)])
     out *= x.dtype.type(1.0 / (kernel * kernel))
     return out, AvgPoolCache(x.shape, kernel, stride)
 
@@ -75,26 +80,59 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache, *, pool=None):
             i1 = min(oh, i0 + block)
             rows = _block_view(rows_flat, (n, c, i1 - i0, w), layout)
             rows[..., kernel * ow:] = 0                             # columns the floor dropped
-            first = _offsets(rows, 3, 0, ow, stride)
-            xp.multiply(dout[:, :, i0:i1], scale, out=first)
+            across = windows(rows, (1, kernel), (1, stride), (i1 - i0, ow))  # (1, k, N, C, rows, OW) view
+            xp.multiply(dout[:, :, i0:i1], scale, out=across[0, 0])
             for v in range(1, kernel):
-                _offsets(rows, 3, v, ow, stride)[...] = first
+                across[0, v][...] = across[0, 0]
             band = dx[:, :, stride * i0:stride * i1]                # disjoint windows cover the rest
+            down = windows(band, (kernel, 1), (stride, 1), (i1 - i0, w))  # (k, 1, N, C, rows, W) view
             for u in range(kernel):
-                _offsets(band, 2, u, i1 - i0, stride)[...] = rows
+                down[u, 0][...] = rows
     else:
         share = dout * scale                                        # (N, C, OH, OW)
         dx = empty(None, xp, x_shape, dout.dtype, channels_last=layout)
         dx[...] = 0
+        fields = windows(dx, (kernel, kernel), (stride, stride), (oh, ow))  # (k, k, N, C, OH, OW) view
         for u in range(kernel):
             for v in range(kernel):
-                window(dx, u, v, oh, ow, stride)[...] += share
+                fields[u, v] += share                               # one offset at a time
     assert dx.shape == x_shape
     return dx
 
 
 #: Bytes of the row-sum temporary per block of output rows in average pooling (about an L2 cache).
 POOL_BLOCK_BYTES = 2 * 2**20
+
+
+def workspace_bytes(x_shape, kernel: int, stride: int, itemsize: int, *, backward: bool = False) -> int:
+    """Bytes ``avg_pool2d_forward`` (or ``avg_pool2d_backward``) takes besides its input, output and cache,
+    for x of ``x_shape`` (N, C, H, W) (the memory model asks): one block of row sums (N, C, rows, W),
+    a ``work`` array; backward with overlapping windows (s != k), the share dout / k^2 (N, C, OH, OW)
+    in plain memory instead."""
+    n, c, h, w = x_shape
+    oh, ow = pool_output_size(h, w, kernel, stride)
+    if backward and stride != kernel:
+        return n * c * oh * ow * itemsize
+    return n * c * _row_block(n * c * w, oh, itemsize) * w * itemsize
+
+
+def reference_workspace_bytes(kind: str, x_shape, kernel: int, stride: int, itemsize: int, *,
+                              backward: bool = False) -> int:
+    """The same for ``minivgg.pool``'s ``kind`` ("avg" or "max") pooling, which the reference engine
+    runs (and the fast one, for max pooling): A = N*C*OH*OW outputs, s = itemsize.
+
+    avg: forward 0 (it sums into out); backward the share dout / k^2, A*s.
+    max: forward the comparison (A booleans) and ``where``'s new out beside the old (A*s);
+    backward, at the second offset, the old 0/1 weights, the new comparison and the new
+    weights (2*A*s + A), then the weights and their product with dout (2*A*s).
+    """
+    if kind not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', not {kind!r}")
+    n, c, h, w = x_shape
+    a = n * c * math.prod(pool_output_size(h, w, kernel, stride))
+    if kind == "avg":
+        return a * itemsize if backward else 0
+    return 2 * a * itemsize + a if backward else a * itemsize + a
 
 
 def _row_block(row: int, oh: int, itemsize: int) -> int:
@@ -108,13 +146,6 @@ def _block_view(flat, shape, layout: bool):
     if layout:
         return prefix_view(flat, (n, r, w, c)).transpose(0, 3, 1, 2)
     return prefix_view(flat, shape)
-
-
-def _offsets(a, axis: int, u: int, count: int, stride: int):
-    """The view of ``a`` taking every stride-th index from u along ``axis`` (2: rows, 3: columns), count of them."""
-    index = [slice(None)] * 4
-    index[axis] = slice(u, u + stride * (count - 1) + 1, stride)
-    return a[tuple(index)]
 
 
 def _sum_into(xp, out, parts) -> None:

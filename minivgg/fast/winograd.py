@@ -66,6 +66,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from minivgg.backend import device_of, get_array_module
+from minivgg.conv import windows
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
 from minivgg.fast.layout import padded_rows, prefix_view
@@ -77,15 +78,6 @@ POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, Fraction(1, 2))}
 #: On the GPU each band costs a dozen kernel launches, so bands are large: with (64, 256) MiB
 #: an evaluation at 1024 x 1024 took 0.089 s on an H200, with (192, 768) MiB 0.048 s.
 BAND_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
-
-
-def tile_size(out_channels: int, in_channels: int) -> int | None:
-    """The default m for a layer: 4, or None under 16 input channels (VGG's conv1_1, 3 -> 64:
-    its im2col matrix has 27 rows, cheaper than any transform). ``minivgg.fast.network.winograd_tile``
-    chooses per VGG layer."""
-    if in_channels < 16:
-        return None
-    return 4
 
 
 def toom_cook(m: int, points) -> tuple:
@@ -168,13 +160,21 @@ def plans(m: int) -> tuple[WinogradPlan, WinogradPlan]:
     return forward, backward
 
 
+class Transforms(NamedTuple):
+    """One direction's transform matrices, as arrays of the weights' dtype and device (from a ``WinogradPlan``)."""
+
+    input: object      # KB (a*a, a*a): V = KB @ D
+    output: object     # KA (m*m, a*a): Y = KA @ M
+    ones_column: int   # k with KA[:, k] all ones: the bias goes into M[k]
+
+
 class WinogradWeights(NamedTuple):
     """A 3x3 layer's kernels transformed once (``prepare``): what forward and backward multiply by."""
 
-    u: object          # (a*a, O, C): U[xi nu] = (G g GT)[xi, nu] for every (o, c)
+    u: object              # (a*a, O, C): U[xi nu] = (G g GT)[xi, nu] for every (o, c)
     m: int
-    forward: tuple     # (KB, KA, k) with KB, KA arrays of u's dtype and device, k the ones column
-    backward: tuple    # (KB_back, KA_back, k_back)
+    forward: Transforms
+    backward: Transforms   # the flip folded in (``plans``): the same U serves dx
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -182,26 +182,43 @@ class WinogradWeights(NamedTuple):
         return self.u.shape[1], self.u.shape[2]
 
 
-def prepare(w, m: int | None = None) -> WinogradWeights:
+def prepare(w, m: int) -> WinogradWeights:
     """Transform w (O, C, 3, 3) for F(m x m, 3 x 3): U = KG @ w as (a*a, O, C), in float64, then w's dtype.
 
-    m defaults to ``tile_size(O, C)``; raises ValueError when that is None or w is not 3x3.
+    m: the output tile side, 2 or 4 (the fast network's rule per VGG layer:
+    ``minivgg.fast.network.winograd_tile``). Raises ValueError when w is not 3x3 or m is neither.
     """
     xp = get_array_module(w)
     o, c, kh, kw = w.shape
     if (kh, kw) != (3, 3):
         raise ValueError(f"Winograd F(m x m, 3 x 3) needs 3x3 kernels, got {kh}x{kw}")
-    m = tile_size(o, c) if m is None else m
     if m not in POINTS:
-        raise ValueError(f"no Winograd tile for {o}x{c} channels (m must be one of {sorted(POINTS)})")
+        raise ValueError(f"no Winograd tile of side {m!r}: m must be one of {sorted(POINTS)}")
     forward, backward = plans(m)
     a = m + 2
     kg = xp.asarray(forward.kernel_transform, dtype="float64")               # (a*a, 9)
     u = kg @ w.reshape(o * c, 9).T.astype("float64")                         # (a*a, O*C)
     u = xp.ascontiguousarray(u.reshape(a * a, o, c).astype(w.dtype))         # (a*a, O, C)
-    mats = lambda plan: (xp.asarray(plan.input_transform, dtype=w.dtype),    # noqa: E731
-                         xp.asarray(plan.output_transform, dtype=w.dtype), plan.ones_column)
+    mats = lambda plan: Transforms(xp.asarray(plan.input_transform, dtype=w.dtype),    # noqa: E731
+                                   xp.asarray(plan.output_transform, dtype=w.dtype), plan.ones_column)
     return WinogradWeights(u, m, mats(forward), mats(backward))
+
+
+def weights_bytes(o: int, c: int, m: int, itemsize: int) -> int:
+    """Bytes of the U that ``prepare`` keeps for an O x C layer and tile m: a*a*O*C elements (memory model)."""
+    return (m + 2) ** 2 * o * c * itemsize
+
+
+class BandWork(NamedTuple):
+    """One band's work arrays (flat, from ``minivgg.fast.arrays.work``), or their sizes in elements
+    (``band_work_sizes``); R tile rows, P = R*TW tiles, C -> O channels."""
+
+    padded: object         # the band's input rows and their zero padding: C*(m*R+2)*WP
+    tiles_then_y: object   # D, the gathered tiles (a*a*P*C), then Y (m*m*P*O) in the same memory:
+                           # D is dead once V = KB @ D is made, and Y is made after V
+    transformed: object    # V = KB @ D: a*a*P*C
+    products: object       # M = V @ U^T, plus the bias: a*a*P*O
+    uncropped: object      # Y's m*R x m*TW outputs when the image cuts the band (O*m*R*m*TW), else 0
 
 
 def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
@@ -213,23 +230,21 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     says which. ``backward``: the transposed convolution instead, x = dout
     (N, O, H, W) -> dx (N, C, H, W), with the same U.
 
-    The work follows x's order. Channels-last, the tiles are gathered as
-    D (a, a, R, TW, C), V and M are (a*a, P, C) and (a*a, P, O), and the
-    products are M = V @ U^T (the module docstring's shapes): every copy
-    around the products, the padded band, the gather and the scatter, moves
-    whole channel vectors. In C order D is (a, a, C, R, TW), V (a*a, C, P) and
-    M = U @ V (a*a, O, P), and the copies move single floats m apart. On the
-    CPU channels-last wins (VGG-19 at 256 x 256, all Winograd layers: forward
+    The work follows x's order, one function per order. Channels-last
+    (``_band_channels_last``), every copy around the products, the padded
+    band, the gather and the scatter, moves whole channel vectors; in C order
+    (``_band_c_order``) the copies move single floats m apart. On the CPU
+    channels-last wins (VGG-19 at 256 x 256, all Winograd layers: forward
     117 -> 92 ms, backward 105 -> 86 ms), and ``VGG19`` runs so there; on the
     GPU it runs in C order (``minivgg.fast.network``).
 
-    A band is R tile rows (m*R output rows); its temporaries (the padded band,
-    the gathered tiles D, V, M; Y reuses D's memory) stay within
-    ``max_band_bytes`` together (default: ``BAND_BYTES``, about twice U). The
-    matrix products run on the BLAS's own threads; the copies around them on
-    this one (spreading the copies or the bands over more threads was measured
-    slower here: the BLAS's threads keep the other core busy between calls, and
-    concurrent one-thread GEMMs did not add up to the two-thread ones).
+    A band is R tile rows (m*R output rows); its temporaries (``BandWork``:
+    the padded band, the gathered tiles D, V, M; Y reuses D's memory) stay
+    within ``max_band_bytes`` together (default: ``BAND_BYTES``, about twice
+    U). The matrix products run on the BLAS's own threads; the copies around
+    them on this one (spreading the copies or the bands over more threads was
+    measured slower here: the BLAS's threads keep the other core busy between
+    calls, and concurrent one-thread GEMMs did not add up to the two-thread ones).
 
     ``pool`` (``minivgg.fast.arrays.ArrayPool`` or None): the band temporaries
     come from its work buffer, and the forward's output (an activation) from
@@ -237,62 +252,94 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     """
     xp = get_array_module(x, weights.u)
     n, c, h, wd = x.shape
-    m, a = weights.m, weights.m + 2
+    m = weights.m
     if backward:                                                             # U^T: (a*a, in, out)
-        u_t = weights.u                                                      # (a*a, O, C): O in, C out
-        kb, ka, ones = weights.backward
+        u_t, transforms = weights.u, weights.backward                        # (a*a, O, C): O in, C out
     else:
-        u_t = weights.u.transpose(0, 2, 1)                                   # (a*a, C, O) view
-        kb, ka, ones = weights.forward
+        u_t, transforms = weights.u.transpose(0, 2, 1), weights.forward      # (a*a, C, O) view
     c_u, o = u_t.shape[1], u_t.shape[2]
     if c != c_u:
         raise ValueError(f"input has {c} channels but the weights expect {c_u}")
     layout = layout_channels_last(x) if channels_last is None else channels_last
+    band_y = _band_channels_last if layout else _band_c_order
     device = device_of(x)
     th, tw = -(-h // m), -(-wd // m)
-    wp = m * tw + 2                                                          # padded band width
     rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes)
-    xb_flat, d_flat, v_flat, mm_flat, crop_flat = work(pool, xp, band_work_sizes(c, o, h, wd, m, rows),
-                                                       x.dtype)
+    buffers = BandWork._make(work(pool, xp, band_work_sizes(c, o, h, wd, m, rows), x.dtype))
     out = empty(None if backward else pool, xp, (n, o, h, wd), x.dtype, channels_last=layout)
     for img in range(n):
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
-            p = r * tw
-            band_in = prefix_view(xb_flat, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2) if layout \
-                else prefix_view(xb_flat, (1, c, m * r + 2, wp))
-            xb = padded_rows(x[img:img + 1], m * t0 - 1, m * t0 - 1 + m * r + 2, 1, band_in)[0]
-            tiles = _tiles_of(xp, xb, m, a, r, tw)                           # (a, a, R, TW, C) view
-            v = prefix_view(v_flat, (a * a, p * c))
-            if layout:                                                       # tiles before channels
-                d = prefix_view(d_flat, (a, a, r, tw, c))
-                d[...] = tiles
-                xp.matmul(kb, d.reshape(a * a, p * c), out=v)                # (a*a, a*a) @ (a*a, P*C)
-                mm = prefix_view(mm_flat, (a * a, p, o))
-                xp.matmul(v.reshape(a * a, p, c), u_t, out=mm)               # (a*a, P, C) @ (a*a, C, O)
-                bias = b                                                     # (O,) along M's rows
-            else:                                                            # channels before tiles
-                d = prefix_view(d_flat, (a, a, c, r, tw))
-                d[...] = tiles.transpose(0, 1, 4, 2, 3)
-                xp.matmul(kb, d.reshape(a * a, c * p), out=v)                # (a*a, a*a) @ (a*a, C*P)
-                mm = prefix_view(mm_flat, (a * a, o, p))
-                xp.matmul(u_t.transpose(0, 2, 1), v.reshape(a * a, c, p), out=mm)  # (a*a, O, C) @ (a*a, C, P)
-                bias = None if b is None else b.reshape(o, 1)                # (O, 1) down M's columns
-            if bias is not None:                                             # KA[:, ones] is all ones, so
-                mm[ones] += bias                                             # this adds b to all m*m outputs
-            y = prefix_view(d_flat, (m * m, p * o))                          # D is spent: Y takes its place
-            xp.matmul(ka, mm.reshape(a * a, p * o), out=y)                   # (m*m, a*a) @ (a*a, P*O), either order
-            y5 = y.reshape(m, m, r, tw, o) if layout else y.reshape(m, m, o, r, tw).transpose(0, 1, 3, 4, 2)
-            rows_out = min(m * r, h - m * t0)
-            band = out[img, :, m * t0:m * t0 + rows_out]                     # (O, rows_out, W) view
-            if rows_out == m * r and wd == m * tw:
-                _scatter(xp, y5, _tile_view(xp, band, m, r, tw), relu, device)
-            else:                                                            # the image cuts the band
-                full = prefix_view(crop_flat, (m * r, m * tw, o)).transpose(2, 0, 1) if layout \
-                    else prefix_view(crop_flat, (o, m * r, m * tw))
-                _scatter(xp, y5, _tile_view(xp, full, m, r, tw), relu, device)
-                band[...] = full[:, :rows_out, :wd]
+            xb = _padded_band(x[img:img + 1], m, t0, r, tw, buffers.padded, layout)   # (C, m*R+2, WP)
+            y5 = band_y(xp, xb, u_t, transforms, b, m, r, tw, buffers)             # (m, m, R, TW, O)
+            _write_band(xp, y5, out[img], m, t0, relu, device, buffers.uncropped, layout)
     return out
+
+
+def _padded_band(x, m: int, t0: int, r: int, tw: int, flat, layout: bool):
+    """Image rows m*t0 - 1 .. m*(t0 + R) + 1 of x (1, C, H, W), zero-padded to WP = m*TW + 2 columns,
+    in ``flat``'s memory laid out as x's order: (C, m*R+2, WP)."""
+    c, wp = x.shape[1], m * tw + 2
+    buf = prefix_view(flat, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2) if layout \
+        else prefix_view(flat, (1, c, m * r + 2, wp))                        # (1, C, m*R+2, WP)
+    return padded_rows(x, m * t0 - 1, m * t0 - 1 + m * r + 2, 1, buf)[0]
+
+
+def _band_channels_last(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, tw: int, buffers: BandWork):
+    """Y of one band, tiles before channels: xb (C, m*R+2, WP) -> (m, m, R, TW, O), a view of
+    ``buffers.tiles_then_y``. u_t: (a*a, C, O); b: (O,) or None."""
+    a, p = m + 2, r * tw
+    c, o = u_t.shape[1], u_t.shape[2]
+    d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))                  # D
+    d[...] = windows(xb, (a, a), (m, m), (r, tw)).transpose(0, 1, 3, 4, 2)   # (a, a, C, R, TW) -> (a, a, R, TW, C)
+    v = prefix_view(buffers.transformed, (a * a, p * c))
+    xp.matmul(transforms.input, d.reshape(a * a, p * c), out=v)              # (a*a, a*a) @ (a*a, P*C)
+    mm = prefix_view(buffers.products, (a * a, p, o))
+    xp.matmul(v.reshape(a * a, p, c), u_t, out=mm)                           # (a*a, P, C) @ (a*a, C, O)
+    if b is not None:                                                        # KA[:, ones] is all ones, so
+        mm[transforms.ones_column] += b                                      # this adds b to all m*m outputs
+    y = prefix_view(buffers.tiles_then_y, (m * m, p * o))                    # D's memory: V is made, D is dead
+    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, P*O)
+    return y.reshape(m, m, r, tw, o)
+
+
+def _band_c_order(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, tw: int, buffers: BandWork):
+    """Y of one band, channels before tiles: as ``_band_channels_last``, with D (a, a, C, R, TW),
+    V (a*a, C*P) and M = U @ V (a*a, O, P)."""
+    a, p = m + 2, r * tw
+    c, o = u_t.shape[1], u_t.shape[2]
+    d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))                  # D
+    d[...] = windows(xb, (a, a), (m, m), (r, tw))                            # (a, a, C, R, TW)
+    v = prefix_view(buffers.transformed, (a * a, p * c))
+    xp.matmul(transforms.input, d.reshape(a * a, c * p), out=v)              # (a*a, a*a) @ (a*a, C*P)
+    mm = prefix_view(buffers.products, (a * a, o, p))
+    xp.matmul(u_t.transpose(0, 2, 1), v.reshape(a * a, c, p), out=mm)        # (a*a, O, C) @ (a*a, C, P)
+    if b is not None:                                                        # as above, down M's columns
+        mm[transforms.ones_column] += b.reshape(o, 1)
+    y = prefix_view(buffers.tiles_then_y, (m * m, p * o))                    # D's memory: V is made, D is dead
+    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, O*P)
+    return y.reshape(m, m, o, r, tw).transpose(0, 1, 3, 4, 2)                # (m, m, R, TW, O) view
+
+
+def _write_band(xp, y5, out, m: int, t0: int, relu: bool, device: str, uncropped, layout: bool):
+    """Copy the band's tiles y5 (m, m, R, TW, O) to their rows of out (O, H, W) (with ``relu``, max(Y, 0)):
+    straight in, or through ``uncropped`` (flat work memory) when the image's edge cuts the tiles."""
+    r, tw, o = y5.shape[2:]
+    h, wd = out.shape[1:]
+    rows_out = min(m * r, h - m * t0)
+    band = out[:, m * t0:m * t0 + rows_out]                                  # (O, rows_out, W) view
+    if rows_out == m * r and wd == m * tw:
+        _scatter(xp, y5, _tile_view(band, m, r, tw), relu, device)
+        return
+    full = prefix_view(uncropped, (m * r, m * tw, o)).transpose(2, 0, 1) if layout \
+        else prefix_view(uncropped, (o, m * r, m * tw))                      # (O, m*R, m*TW)
+    _scatter(xp, y5, _tile_view(full, m, r, tw), relu, device)
+    band[...] = full[:, :rows_out, :wd]
+
+
+def _tile_view(band, m: int, r: int, tw: int):
+    """Writable view (m, m, R, TW, O) of band (O, m*R, m*TW): view[a, b, i, j, o] = band[o, m*i + a, m*j + b]."""
+    return windows(band, (m, m), (m, m), (r, tw)).transpose(0, 1, 3, 4, 2)
 
 
 def band_rows(c: int, o: int, h: int, w: int, m: int, itemsize: int, u_bytes: int, device: str = "cpu",
@@ -309,24 +356,21 @@ def band_rows(c: int, o: int, h: int, w: int, m: int, itemsize: int, u_bytes: in
     return max(1, min(th, limit // per_row))
 
 
-def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int) -> tuple:
-    """Elements of ``conv3x3``'s five work arrays for a band of R = ``rows`` tile rows, C -> O channels:
-    the padded band, D (or Y, which reuses it), V, M, and, when the image does not divide into
-    tiles, one uncropped band of Y (else 0)."""
+def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int) -> BandWork:
+    """Elements of ``conv3x3``'s work arrays (``BandWork``) for a band of R = ``rows`` tile rows, C -> O channels."""
     a, tw = m + 2, -(-w // m)
     cropped = h % m != 0 or w % m != 0                                       # the image cuts the last bands
-    return (c * (m * rows + 2) * (m * tw + 2),                               # the padded band
-            max(a * a * c, m * m * o) * rows * tw,                           # D, then Y
-            a * a * c * rows * tw,                                           # V
-            a * a * o * rows * tw,                                           # M
-            o * m * rows * m * tw if cropped else 0)                         # Y's tiles, uncropped
+    return BandWork(padded=c * (m * rows + 2) * (m * tw + 2),
+                    tiles_then_y=max(a * a * c, m * m * o) * rows * tw,
+                    transformed=a * a * c * rows * tw,
+                    products=a * a * o * rows * tw,
+                    uncropped=o * m * rows * m * tw if cropped else 0)
 
 
 def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu") -> int:
     """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W (memory model):
     its work arrays (``band_work_sizes``) at the band height ``band_rows`` picks."""
-    a = m + 2
-    rows = band_rows(c, o, h, w, m, itemsize, a * a * o * c * itemsize, device)
+    rows = band_rows(c, o, h, w, m, itemsize, weights_bytes(o, c, m, itemsize), device)
     return sum(band_work_sizes(c, o, h, w, m, rows)) * itemsize
 
 
@@ -348,24 +392,6 @@ def _scatter(xp, y5, tiles, relu: bool, device: str):
                 tiles[alpha, beta] = y5[alpha, beta]
     else:
         tiles[...] = y5
-
-
-def _tiles_of(xp, xb, m: int, a: int, r: int, tw: int):
-    """Read-only view (a, a, R, TW, C) of the overlapping a x a tiles of xb (C, m*R+2, WP), tile (i, j) at (m*i, m*j).
-
-    view[u, v, i, j, c] = xb[c, m*i + u, m*j + v]: one strided view of xb, in
-    whatever memory order xb has, so gathering every tile is a single copy.
-    """
-    sc, sr, sp = xb.strides
-    return xp.lib.stride_tricks.as_strided(xb, shape=(a, a, r, tw, xb.shape[0]),
-                                           strides=(sr, sp, m * sr, m * sp, sc))
-
-
-def _tile_view(xp, band, m: int, r: int, tw: int):
-    """Writable view (m, m, R, TW, O) of band (O, m*R, m*TW): view[a, b, i, j, o] = band[o, m*i + a, m*j + b]."""
-    so, sr, sp = band.strides
-    return xp.lib.stride_tricks.as_strided(band, shape=(m, m, r, tw, band.shape[0]),
-                                           strides=(sr, sp, m * sr, m * sp, so))
 
 
 def _kron(a, b):

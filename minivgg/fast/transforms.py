@@ -1,0 +1,87 @@
+"""The fast engine's transformations of the reference network, each one a switch.
+
+``Transforms`` holds one bool per transformation; ``FastVGG19`` and its
+evaluator (``minivgg.fast.objective``) read it and nothing else decides their
+route. With every switch off the fast engine runs the reference's own layers
+(``minivgg.conv`` through tiled im2col, ``minivgg.relu``, ``minivgg.pool``) in
+the reference's walk. Every one of the 2^8 combinations is held to the
+reference engine in float64 (``tests/test_fast_transforms.py``), and each one's
+gain in time and peak memory is measured, one switch off at a time, by
+
+    python -m minivgg.bench --sizes 256 512 --ablate
+
+(``minivgg.bench``): the docstrings cite that command rather than numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+
+@dataclasses.dataclass(frozen=True)
+class Transforms:
+    """One switch per transformation of the fast engine; True = applied. Defaults: the default route.
+
+    winograd         3x3 convs by Winograd's F(m x m, 3 x 3) (``minivgg.fast.winograd``; tile per
+                     layer: ``minivgg.fast.network.winograd_tile``); off: tiled im2col for every layer
+    channels_last    activations stored (N, H, W, C) in memory (``minivgg.fast.layout``); off: C order
+    fused_relu       bias and ReLU applied inside the conv's output tiles; off: the conv, then
+                     ``minivgg.relu.relu_forward``
+    array_pool       an ``ArrayPool`` (``minivgg.fast.arrays``) for activations and work buffers,
+                     reused evaluation after evaluation; off: plain allocation
+    separable_pool   average pooling summed separably in row blocks (``minivgg.fast.pooling``);
+                     off: ``minivgg.pool``'s k*k strided window sums
+    inplace          the walk down updates the gradients it owns in place (ReLU masks, tap
+                     joins); off: a new array per step, as the reference
+    deferred         each style gradient made only when the walk down reaches its tap; off: all
+                     made before the walk starts
+    lean             of layers that are not taps keep the ReLU mask as bits, and no conv input
+                     (``minivgg.fast.lean``); off (default): every activation kept
+    """
+
+    winograd: bool = True
+    channels_last: bool = True
+    fused_relu: bool = True
+    array_pool: bool = True
+    separable_pool: bool = True
+    inplace: bool = True
+    deferred: bool = True
+    lean: bool = False
+
+    @classmethod
+    def default(cls, device: str = "cpu") -> "Transforms":
+        """The default route on ``device``: all on but lean; channels-last on the CPU only.
+
+        On the GPU CuPy's elementwise kernels walk an array in its logical order, so every ReLU
+        mask, sum and pooling over channels-last memory reads with a stride of C floats (an
+        H200 ran evaluations twice as slow: 0.105 s instead of 0.05 s at 1024 x 1024).
+        """
+        return cls(channels_last=device == "cpu")
+
+    def with_route(self, conv: str | None = None, lean: bool = False) -> "Transforms":
+        """These switches with ``minivgg.VGG19``'s shorthands applied: conv="im2col" turns winograd
+        and channels_last off (im2col's unrolling copies suit C order), conv="winograd" turns
+        winograd on; lean=True turns lean on. conv=None, lean=False: unchanged."""
+        if conv not in (None, "winograd", "im2col"):
+            raise ValueError(f"conv must be 'winograd' or 'im2col', not {conv!r}")
+        changed = self
+        if conv == "im2col":
+            changed = dataclasses.replace(changed, winograd=False, channels_last=False)
+        elif conv == "winograd":
+            changed = dataclasses.replace(changed, winograd=True)
+        return dataclasses.replace(changed, lean=True) if lean else changed
+
+    def off(self, name: str) -> "Transforms":
+        """These switches with transformation ``name`` off."""
+        return dataclasses.replace(self, **{name: False})
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The switches, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def every_combination(cls):
+        """All 2^k settings of the switches."""
+        for values in itertools.product((False, True), repeat=len(cls.names())):
+            yield cls(*values)
