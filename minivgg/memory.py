@@ -20,32 +20,39 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
 * **activations** kept for backward: every layer's output up to the deepest
   tap, sum_l A_l * s (the conv's input *is* the layer below's output, the
   ReLU's mask *is* its output, average pooling keeps only a shape, max pooling
-  one int8 per output). The objective's ``ArrayPool`` keeps their memory
-  between evaluations; it is all in use at the peak anyway.
+  one int8 per output; in lean mode a layer that is no tap keeps its mask's
+  bits, ``minivgg.fast.lean.packed_bytes``). The objective's ``ArrayPool``
+  keeps their memory between evaluations; it is all in use at the peak anyway.
 * **gradients** the objective holds while the network runs backward: the
   content loss's gradient and difference (2 A_content s). The style gradients
   are made by the walk when it reaches their layer (``VGG19.backward``).
 * **transient**, the largest over the layers of the walk down: the upstream
-  gradient (A_l s), the gradient it produces (A_{l-1} s) and, for a
-  convolution, its work arrays as the engine that runs it reports them
-  (``minivgg.fast.network.conv_workspace_bytes``: Winograd's band
+  gradient (A_l s), the gradient it produces (A_{l-1} s) and the layer's
+  work arrays as the kernel that runs it reports them. A convolution:
+  ``minivgg.fast.network.conv_workspace_bytes`` (Winograd's band
   temporaries, or tiled im2col's tile and, on the transposed route, the
-  flipped weights; ``minivgg.conv.workspace_bytes`` for the reference
-  engine's whole unrolled matrix); at a style layer also the moment its
-  gradient is made: the upstream gradient and the new one (2 A_l s; the fast
-  engine asks for it unmasked, so no mask array exists beside them). On the
-  CPU the fast engine's tiles and bands share its pool's one work buffer
+  flipped weights), ``minivgg.conv.workspace_bytes`` for the reference
+  engine's whole unrolled matrix. A pooling: ``minivgg.fast.pooling``'s
+  ``workspace_bytes`` (the fast average pooling's block of row sums) or
+  ``reference_workspace_bytes`` (``minivgg.pool``'s: the reference average
+  pooling's dout / k^2, max pooling's 0/1 weights). In lean mode a
+  ReLU's unpacked mask too (``minivgg.fast.lean.workspace_bytes``). At a
+  style layer also the moment its gradient is made: the upstream gradient
+  and the new one (2 A_l s; the fast engine asks for it unmasked, so no mask
+  array exists beside them). On the CPU the fast engine's tiles, bands and
+  row sums share its pool's one work buffer
   (``minivgg.fast.arrays.ArrayPool``), which keeps the largest of them for
   good: every mark counts that largest one instead of its own layer's.
 * **transformed weights** (the fast engine with ``conv="winograd"``, the
-  default): each Winograd layer up to the deepest tap keeps U, a*a*O*C
-  elements (a = 6 for F(4x4), 4 for F(2x2); ``minivgg.fast.network.winograd_tile``),
-  in the baseline: 186 MB for conv1_2 .. conv5_1 in float32.
+  default): each Winograd layer up to the deepest tap keeps U
+  (``minivgg.fast.winograd.weights_bytes``: a*a*O*C elements, a = 6 for
+  F(4x4), 4 for F(2x2); ``minivgg.fast.network.winograd_tile``), in the
+  baseline: 186 MB for conv1_2 .. conv5_1 in float32.
 
 Construction of the objective runs two forward passes, one after the other
 (the content pass's activations are freed before the style pass starts), so
-its mark is baseline + the larger pass's activations + the widest forward
-tile. The peak is the larger of the two marks.
+its mark is baseline + the larger pass's activations + the widest layer's
+forward work arrays. The peak is the larger of the two marks.
 
 * **optimiser** (``optimizer="lbfgs"``): scipy's L-BFGS-B keeps ``maxcor``
   correction pairs (s_k, y_k) of float64 images, 2 * maxcor * n * 8 bytes, in
@@ -67,6 +74,8 @@ import numpy
 
 from minivgg.architecture import CONV_SHAPES, PAPER_STYLE_LAYERS, layer_index, layer_outputs
 from minivgg.conv import workspace_bytes as reference_workspace_bytes
+from minivgg.fast import lean as fast_lean, winograd
+from minivgg.fast import pooling as fast_pooling
 from minivgg.fast.network import conv_workspace_bytes, pooled_workspace_bytes, winograd_tile
 
 #: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
@@ -103,6 +112,14 @@ def _conv_work(name: str, cin: int, cout: int, h: int, w: int, s: int, device: s
     if engine == "reference":
         return reference_workspace_bytes(cin, cout, h, w, s)
     return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
+
+
+def _pool_work(x_shape, s: int, pooling_kind: str, engine: str, backward: bool) -> int:
+    """Bytes of a 2x2, stride-2 pooling's work arrays on an input of ``x_shape``, as its kernel reports
+    them: the fast engine's average pooling (``minivgg.fast.pooling``) or ``minivgg.pool``'s."""
+    if engine == "fast" and pooling_kind == "avg":
+        return fast_pooling.workspace_bytes(x_shape, 2, 2, s, backward=backward)
+    return fast_pooling.reference_workspace_bytes(pooling_kind, x_shape, 2, 2, s, backward=backward)
 
 
 def _optimizer_bytes(pixels: int, maxcor: int, optimizer: str | None, itemsize: int, device: str,
@@ -185,7 +202,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
             if not lean or name in pass_taps:
                 total += cout * h * w * s
             elif name.startswith("conv"):
-                total += -(-cout * h * w // 8)                       # the lean mode's bit mask
+                total += fast_lean.packed_bytes((1, cout, h, w))          # the lean mode's bit mask
             if pooling == "max" and name.startswith("pool"):
                 total += cout * h * w                                # int8 winning offsets
         return total
@@ -194,7 +211,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     style_grams = sum(cout * cout * s for name, _, cout, _, _ in table if name in style_layers)
     targets = (size[content_layer] * s if content_layer else 0) + style_grams
     images = 3 * pixels * s                                          # content, style, x
-    transformed = sum((m + 2) ** 2 * cout * cin * s for name, cin, cout, _, _ in table
+    transformed = sum(winograd.weights_bytes(cout, cin, m, s) for name, cin, cout, _, _ in table
                       if name.startswith("conv") and engine == "fast" and conv == "winograd"
                       and (m := winograd_tile(name)) is not None)
     baseline = ((INTERPRETER_BYTES if device == "cpu" else 0) + WEIGHT_COUNT * s + transformed + targets
@@ -209,38 +226,45 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     held = 2 * content_diff                                          # content gradient and diff
     # Marks as (gradients held, transient), one per layer of the walk down: upstream
     # gradient, produced gradient, one tile; at a style layer, the making of its gradient.
-    kept_work = 0                                                    # the pool's work buffer (CPU)
-    if device == "cpu" and engine == "fast" and not lean:
-        kept_work = max(pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
-                        for name, cin, cout, h, w in table if name.startswith("conv")
-                        for backward in (False, True))
-    marks = [(held, kept_work)]
     below = dict(zip([row[0] for row in table], [("input", 3, 3, height, width)] + table[:-1]))
+
+    def work(name, cin, cout, h, w, backward):
+        """Bytes of layer ``name``'s work arrays, as its kernel reports them."""
+        if name.startswith("conv"):
+            return _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward)
+        _, _, cprev, hprev, wprev = below[name]
+        return _pool_work((1, cprev, hprev, wprev), s, pooling, engine, backward)
+
+    def pooled_work(name, cin, cout, h, w, backward):
+        """The part of ``work`` that comes from the ArrayPool's one work buffer (the fast engine's
+        tiles, bands and row sums, on the CPU, not in lean mode: 0 otherwise)."""
+        if device != "cpu" or engine != "fast" or lean:
+            return 0
+        if name.startswith("conv"):
+            return pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
+        return work(name, cin, cout, h, w, backward) if pooling == "avg" else 0
+
+    kept_work = max(pooled_work(*row, backward) for row in table for backward in (False, True))
+    marks = [(held, kept_work)]                                      # the work buffer is kept for good
     for name, cin, cout, h, w in table:
         _, _, cprev, hprev, wprev = below[name]
         mark = size[name] * s + cprev * hprev * wprev * s + kept_work
-        if name.startswith("conv"):
-            mark += _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward=True)
-            if kept_work:                                            # its tiles are in the work buffer
-                mark -= pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward=True)
-        else:
-            mark += size[name] * s                                   # dout / k^2
+        mark += work(name, cin, cout, h, w, True) - pooled_work(name, cin, cout, h, w, True)
         if lean and name.startswith("conv") and name not in taps:
-            mark += size[name]                                       # the mask unpacked, a byte each
+            mark += fast_lean.workspace_bytes((1, cout, h, w), backward=True)     # the mask unpacked
         if name in style_layers:
             mark = max(mark, 2 * size[name] * s)                     # dout and the new gradient
         marks.append((held, mark))
         if lean and name.startswith("conv"):                         # its forward: in, out, mask, tiles
-            marks.append((0, cprev * hprev * wprev * s + size[name] * (s + 1)
-                          + _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward=False)))
+            marks.append((0, cprev * hprev * wprev * s + size[name] * s
+                          + fast_lean.workspace_bytes((1, cout, h, w)) + work(name, cin, cout, h, w, False)))
     held, transient = max(marks, key=sum)
     evaluation = MemoryEstimate(baseline, activations, held, transient, opt, "evaluation")
 
     # Construction: the content pass, then the style pass, each freed before the next.
     first = kept(content_layer, height, width, (content_layer,)) if content_layer else 0
     second = kept(max(style_layers, key=layer_index), hs, ws, style_layers) if style_layers else 0
-    widest = max(_conv_work(name, cin, cout, h, w, s, device, conv, engine, backward=False)
-                 for name, cin, cout, h, w in table if name.startswith("conv"))
+    widest = max(work(*row, False) for row in table)
     construction = MemoryEstimate(baseline, max(first, second), 0, widest, opt, "construction")
     return evaluation, construction
 
@@ -259,9 +283,14 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+#: Where Linux says how much memory is available (a module constant so that tests can point it elsewhere).
+MEMINFO_PATH = "/proc/meminfo"
+
+
 def _meminfo_available() -> int | None:
+    """MemAvailable of ``MEMINFO_PATH`` in bytes (the file counts kB), or None where it is missing."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(MEMINFO_PATH) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024

@@ -103,7 +103,9 @@ def test_layers_without_roles_are_modelled_conservatively():
     assert estimate_peak_bytes(256, 256, layers=paper) < 1.1 * estimate_peak_bytes(256, 256)
 
 
-def test_available_memory_reads_the_system(monkeypatch):
+def test_available_memory_reads_the_system(tmp_path, monkeypatch):
+    """This machine's answer lies in (0, MemTotal]; from files of known contents the answer is exact:
+    MemAvailable (in kB), or the cgroup's room when that is smaller, or None when nothing says."""
     meminfo = Path("/proc/meminfo")
     if not meminfo.exists():
         pytest.skip("no /proc/meminfo on this system: nothing to compare against")
@@ -111,12 +113,23 @@ def test_available_memory_reads_the_system(monkeypatch):
     total = int(fields["MemTotal"].split()[0]) * 1024
     found = available_memory_bytes()
     assert found is not None and 0 < found <= total        # never more than the machine has
-    monkeypatch.setattr(memory, "_meminfo_available", lambda: 123 * 2**20)
-    monkeypatch.setattr(memory, "_read_int", lambda path: None)
-    assert available_memory_bytes() == 123 * 2**20
-    limits = {"/sys/fs/cgroup/memory.max": 100 * 2**20, "/sys/fs/cgroup/memory.current": 40 * 2**20}
-    monkeypatch.setattr(memory, "_read_int", limits.get)
-    assert available_memory_bytes() == 60 * 2**20                  # the cgroup's room is smaller
+    fake = tmp_path / "meminfo"
+    fake.write_text("MemTotal:       16318112 kB\nMemFree:          912340 kB\n"
+                    "MemAvailable:    7654321 kB\nBuffers:          123456 kB\n")
+    cgroup = tmp_path / "job"
+    cgroup.mkdir()
+    monkeypatch.setattr(memory, "MEMINFO_PATH", str(fake))
+    monkeypatch.setattr(memory, "_cgroup_folders", lambda: [(str(cgroup), "memory.max", "memory.current")])
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text(f"{40 * 2**20}\n")
+    assert available_memory_bytes() == 7654321 * 1024                   # no limit: MemAvailable
+    (cgroup / "memory.max").write_text(f"{100 * 2**20}\n")
+    assert available_memory_bytes() == 60 * 2**20                       # the cgroup's room is smaller
+    (cgroup / "memory.current").write_text(f"{101 * 2**20}\n")
+    assert available_memory_bytes() == 0                                # over its limit: no room
+    monkeypatch.setattr(memory, "MEMINFO_PATH", str(tmp_path / "absent"))
+    (cgroup / "memory.max").unlink()
+    assert available_memory_bytes() is None                             # nothing says
 
 
 def test_reference_engine_counts_its_whole_unrolled_matrix():
@@ -152,3 +165,19 @@ def test_available_memory_reads_this_process_cgroup_and_its_ancestors(tmp_path, 
     monkeypatch.setattr(memory, "_cgroup_folders", lambda: folders)
     monkeypatch.setattr(memory, "_meminfo_available", lambda: 20 * 2**30)
     assert available_memory_bytes() == 5 * 2**30                     # the job's 8 GiB, 3 used
+
+
+def test_the_model_asks_the_kernels(monkeypatch):
+    """estimate_phases holds no byte formula of a kernel: change a kernel's own report and the estimate
+    follows it (the reports themselves are held to the kernels in tests/test_kernel_bytes.py)."""
+    from minivgg.fast import lean, pooling, winograd
+    monkeypatch.setattr(winograd, "weights_bytes", lambda o, c, m, itemsize: 0)
+    assert estimate(256, 256).baseline == estimate(256, 256, conv="im2col").baseline   # no U kept
+    masks = [estimate_phases(256, 256, lean=True)[0].activations]
+    monkeypatch.setattr(lean, "packed_bytes", lambda shape: 10**9)
+    masks.append(estimate_phases(256, 256, lean=True)[0].activations)
+    assert masks[1] - masks[0] == 7 * 10**9 - sum(c * h * w // 8 for c, h, w in
+                                                  [(64, 256, 256), (128, 128, 128), (256, 64, 64), (256, 64, 64),
+                                                   (256, 64, 64), (512, 32, 32), (512, 32, 32)])
+    monkeypatch.setattr(pooling, "workspace_bytes", lambda *args, **kwargs: 10**12)
+    assert estimate(256, 256).transient >= 10**12                       # the row sums' report counted
