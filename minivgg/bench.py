@@ -30,13 +30,23 @@ Reported per case:
   and ``fraction_of_matmul`` = gflops / matmul_gflops;
 * ``conv``: how minivgg ran its convolutions (``--conv``: the fast engine
   with winograd, the default, or im2col; or ``reference``, the reference
-  engine of ``minivgg.vgg``). The GFLOP/s always count the direct convolution's
+  engine of ``minivgg.network``). The GFLOP/s always count the direct convolution's
   multiply-adds, so for Winograd, which does fewer, they are an *effective*
   rate and ``fraction_of_matmul`` can exceed 1: compare seconds.
 * ``peak_rss_bytes`` and ``estimated_peak_bytes`` (``minivgg.memory``) with
   ``estimate_error`` = estimate / measured - 1;
 * the BLAS NumPy was built with and the OpenBLAS environment variables set
   (OPENBLAS_CORETYPE and friends change the kernels OpenBLAS picks).
+
+``--ablate`` measures the fast engine's transformations
+(``minivgg.fast.transforms.Transforms``) from one run: per size, the default
+route, then the route with each switch flipped in turn (each transformation
+off; the lean mode, off by default, on), each in its own subprocess, and a
+second table with each transformation's gain: the time without it over the
+time with it, and the peak memory without it minus with it (MB). This is the
+command the fast tier's docstrings cite for their gains:
+
+    python -m minivgg.bench --sizes 256 512 --ablate
 
 ``--torch`` runs the same objective in PyTorch (autograd, F.conv2d) beside
 ours, in its own subprocess, when torch is importable; it is never a
@@ -54,12 +64,14 @@ This module is the command (options, one subprocess per case, the table);
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 
 from losses.statistics import STYLE_STATISTICS
 from minivgg.bench_cases import blas_info, run_optimizer, run_ours, run_torch
+from minivgg.fast.transforms import Transforms
 
 
 def _run_case_in_subprocess(case: dict) -> dict:
@@ -80,9 +92,52 @@ def torch_importable() -> bool:
 
 
 def _label(row: dict) -> str:
-    """minivgg:winograd, minivgg:im2col, minivgg:winograd:mean-std (another style loss) or torch."""
+    """minivgg:winograd, minivgg:im2col, minivgg:winograd:mean-std (another style loss), minivgg:default
+    or minivgg:lean-on (--ablate), or torch."""
+    if row.get("switch"):
+        return f"{row.get('impl', '?')}:{row['switch']}"
     label = f"{row.get('impl', '?')}:{row['conv']}" if row.get("conv") else row.get("impl", "?")
     return label + (f":{row['style_loss']}" if row.get("style_loss", "gram") != "gram" else "")
+
+
+def ablation_cases(device: str) -> list:
+    """--ablate's routes: [(label, {switch: bool})], the default route first, then each switch flipped."""
+    default = Transforms.default(device)
+    cases = [("default", dataclasses.asdict(default))]
+    for name in Transforms.names():
+        flipped = not getattr(default, name)
+        cases.append((f"{name}-{'on' if flipped else 'off'}",
+                      dataclasses.asdict(dataclasses.replace(default, **{name: flipped}))))
+    return cases
+
+
+def _peak(row: dict) -> int:
+    return row.get("peak_gpu_bytes", row.get("peak_rss_bytes", 0))
+
+
+def ablation_table(rows: list) -> str:
+    """Each transformation's gain, per size: seconds and peak without it over / minus with it.
+
+    rows: --ablate's rows (those with a "switch"); a switch flipped off is compared with the
+    default route, one flipped on (the lean mode) the other way round.
+    """
+    lines = [f"{'transformation':16} {'size':>5} {'s/eval on':>10} {'s/eval off':>10} {'time off/on':>11} "
+             f"{'MB on':>8} {'MB off':>8} {'MB off-on':>9}"]
+    for size in dict.fromkeys(r["size"] for r in rows):
+        default = next((r for r in rows if r["size"] == size and r.get("switch") == "default"), None)
+        for row in rows:
+            if row["size"] != size or row.get("switch") in (None, "default"):
+                continue
+            name, state = row["switch"].rsplit("-", 1)
+            if default is None or "error" in row or "error" in default:
+                lines.append(f"{name:16} {size:>5} failed: {row.get('error') or default and default.get('error')}")
+                continue
+            on, off = (default, row) if state == "off" else (row, default)
+            lines.append(f"{name:16} {size:>5} {on['seconds_per_eval']:10.3f} {off['seconds_per_eval']:10.3f} "
+                         f"{off['seconds_per_eval'] / on['seconds_per_eval']:10.2f}x "
+                         f"{_peak(on) / 2**20:8.0f} {_peak(off) / 2**20:8.0f} "
+                         f"{(_peak(off) - _peak(on)) / 2**20:9.0f}")
+    return "\n".join(lines)
 
 
 def _table(rows: list) -> str:
@@ -146,6 +201,10 @@ def _parser() -> argparse.ArgumentParser:
                              "per evaluation")
     parser.add_argument("--optimizer-iterations", type=int, default=20, metavar="N",
                         help="iterations per optimiser with --optimizer (default 20)")
+    parser.add_argument("--ablate", action="store_true",
+                        help="time the fast engine's default route, then the route with each transformation "
+                             "switched off in turn (the lean mode on), and print each one's gain in time "
+                             "and peak memory (minivgg.fast.transforms.Transforms); replaces --conv")
     parser.add_argument("--worker", help=argparse.SUPPRESS)        # internal: run one case, print its row
     return parser
 
@@ -183,16 +242,18 @@ def main(argv=None) -> int:
         return 0
     if args.optimizer:
         return _optimizer_rows(args)
-    impls = [("minivgg", conv, loss) for conv in dict.fromkeys(args.conv) for loss in dict.fromkeys(args.style_loss)]
+    impls = [("minivgg", conv, loss, None) for conv in dict.fromkeys(args.conv) for loss in dict.fromkeys(args.style_loss)]
+    if args.ablate:
+        impls = [("minivgg", "winograd", "gram", route) for route in ablation_cases(args.device)]
     if args.torch:
         if torch_importable():
-            impls.append(("torch", None, "gram"))
+            impls.append(("torch", None, "gram", None))
         else:
             print("--torch: PyTorch is not importable here; timing minivgg only", file=sys.stderr)
     rows, failed = [], False
     for size in args.sizes:
         ours = None                                                 # the first minivgg row: torch's ratio
-        for impl, conv, style_loss in impls:
+        for impl, conv, style_loss, route in impls:
             case = {"impl": impl, "size": size, "device": args.device, "dtype": args.dtype,
                     "repeats": args.repeats, "warmup": args.warmup, "maxcor": args.maxcor,
                     "weights": args.weights,
@@ -201,6 +262,8 @@ def main(argv=None) -> int:
                 case["conv"] = conv
             if style_loss != "gram":
                 case["style_loss"] = style_loss
+            if route:
+                case["switch"], case["transforms"] = route
             row = _run_case_in_subprocess(case)
             failed |= "error" in row
             if impl == "minivgg" and ours is None and style_loss == "gram":
@@ -213,6 +276,8 @@ def main(argv=None) -> int:
             rows.append(row)
     if not args.json:
         print(_table(rows))
+        if args.ablate:
+            print(ablation_table([r for r in rows if r.get("switch")]))
     return 1 if failed else 0
 
 

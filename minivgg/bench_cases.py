@@ -149,8 +149,12 @@ def run_ours(case: dict) -> dict:
     params = load_params(case["weights"])
     conv = case.get("conv", "winograd")
     engine = "reference" if conv == "reference" else "fast"
+    transforms = None
+    if case.get("transforms") is not None:                         # --ablate: one route of the fast engine
+        from minivgg.fast.transforms import Transforms
+        transforms, conv = Transforms(**case["transforms"]), None
     net = VGG19(params, pooling="avg", dtype=dtype, device=device, engine=engine,
-                conv=None if engine == "reference" else conv)
+                conv=None if engine == "reference" else conv, transforms=transforms)
     del params                                                      # the network holds what it needs
     content, style, x = (to_device(a, device).astype(dtype) for a in _images(size, size))
     style_loss = case.get("style_loss", "gram")
@@ -175,8 +179,11 @@ def run_ours(case: dict) -> dict:
     row["estimated_peak_bytes"] = estimate_peak_bytes(
         size, size, dtype, content_layer=CONTENT_LAYER, style_layers=PAPER_STYLE_LAYERS,
         pooling="avg", device=device, optimizer="lbfgs" if lbfgs else None, maxcor=case["maxcor"],
-        conv="winograd" if engine == "reference" else conv, engine=engine)
-    row["conv"] = conv
+        conv="winograd" if engine == "reference" else net.fast.conv, engine=engine,
+        lean=engine == "fast" and net.fast.lean)
+    row["conv"] = conv or net.fast.conv
+    if case.get("switch"):
+        row["switch"] = case["switch"]
     if style_loss != "gram":
         row["style_loss"] = style_loss
     if lbfgs:
