@@ -16,14 +16,15 @@ Each E is summed over the batch and is normalised so that it does not grow with 
     "mean-std"           (1/N_l) sum_c (mu_c - mu^s_c)^2 + (sigma_c - sigma^s_c)^2 (losses/mean_std.py)
     "mmd-linear"         MMD^2, k(x, y) = x^T y, over N_l: channel means only (losses/mmd.py)
     "mmd-poly"           MMD^2, k(x, y) = (x^T y)^2, over 4 N_l^2: equal to "gram", to rounding
-    "mmd-rbf"            MMD^2, Gaussian kernel, by D = 128 random Fourier features (seeded)
+    "mmd-rbf"            MMD^2, Gaussian kernel, by D = 128 random Fourier features (seeded), times
+                         sigma^2 / N_l: mmd-linear's units, to which it reduces to first order
     "sliced-wasserstein" mean squared difference of sorted projections on K = C random
                          directions (seeded; losses/sliced_wasserstein.py)
 
 Options of target: mean-std: eps; mmd-rbf: n_features, seed, sigma2; sliced-wasserstein:
 n_directions, seed, directions. The scales differ ("gram" and "mmd-poly" are in the fourth
-power of the features, "mean-std", "mmd-linear" and "sliced-wasserstein" in the second,
-"mmd-rbf" is at most about 2), so beta is the caller's to retune when the statistic changes.
+power of the features, "mean-std", "mmd-linear", "mmd-rbf" and "sliced-wasserstein" in the
+second), so beta is the caller's to retune when the statistic changes.
 """
 from __future__ import annotations
 

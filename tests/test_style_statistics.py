@@ -191,7 +191,7 @@ def test_kernel_matrix_matches_loops(xp):
 
 
 def test_rff_value_matches_loops(xp):
-    """mmd-rbf is ||mean phi(F) - mean phi(S)||^2 with phi(x)_d = sqrt(2/D) cos(w_d^T x + b_d), written out."""
+    """mmd-rbf is (sigma^2/N_l) ||mean phi(F) - mean phi(S)||^2, phi(x)_d = sqrt(2/D) cos(w_d^T x + b_d), written out."""
     rng = np.random.default_rng(15)
     f, s = _positive(rng, (1, 3, 2, 3)), _positive(rng, (1, 3, 2, 2))
     target = mmd_rbf_target(xp.asarray(s), n_features=5, seed=3)
@@ -202,6 +202,7 @@ def test_rff_value_matches_loops(xp):
         phi_x = sum(math.sqrt(2 / 5) * math.cos(sum(w[c, d] * x[k, c] for c in range(3)) + b[d]) for k in range(6)) / 6
         phi_y = sum(math.sqrt(2 / 5) * math.cos(sum(w[c, d] * y[k, c] for c in range(3)) + b[d]) for k in range(4)) / 4
         naive += (phi_x - phi_y) ** 2
+    naive *= float(target.sigma2) / 3                                  # the normaliser: sigma^2 / N_l
     assert abs(float(mmd_rbf_loss_forward(xp.asarray(f), target)[0]) - naive) < 1e-14
     # the draw: W ~ N(0, 1/sigma^2) with the bandwidth rule, b in [0, 2 pi)
     assert float(target.sigma2) == pytest.approx(float(rbf_bandwidth(xp.asarray(s))), rel=1e-15)
@@ -300,7 +301,7 @@ def test_rff_approaches_exact_mmd(xp):
     rng = np.random.default_rng(5)
     f, s = _positive(rng, (1, 3, 5, 8)), _positive(rng, (1, 3, 6, 5)) * 1.5
     sigma2 = rbf_bandwidth(xp.asarray(s))
-    exact = float(mmd2(xp.asarray(_as_set(f)), xp.asarray(_as_set(s)), "rbf", sigma2)[0])
+    exact = float(mmd2(xp.asarray(_as_set(f)), xp.asarray(_as_set(s)), "rbf", sigma2)[0]) * float(sigma2) / 3
     errors = []
     for d in (16, 256, 4096, 65536):
         values = [float(mmd_rbf_loss_forward(xp.asarray(f), mmd_rbf_target(xp.asarray(s), d, seed, sigma2))[0])
