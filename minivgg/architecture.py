@@ -14,6 +14,8 @@ names the rectified output. Every pool is 2x2 with stride 2.
 """
 from __future__ import annotations
 
+from minivgg.pool import pool_output_size
+
 # The 21 layers in order: (name, input channels, output channels); pools keep channels.
 LAYERS = (
     ("conv1_1", 3, 64), ("conv1_2", 64, 64), ("pool1", 64, 64),
@@ -80,6 +82,6 @@ def layer_outputs(height: int, width: int, last: str):
     table = []
     for name, cin, cout in LAYERS[:layer_index(last) + 1]:
         if name.startswith("pool"):
-            h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+            h, w = pool_output_size(h, w, 2, 2)
         table.append((name, cin, cout, h, w))
     return table

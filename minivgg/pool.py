@@ -15,19 +15,21 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from minivgg.backend import get_array_module
+from minivgg.conv import output_size, windows
 
 
 def pool_output_size(h: int, w: int, kernel: int, stride: int) -> tuple[int, int]:
-    """(OH, OW) = ((H - k) // s + 1, (W - k) // s + 1); refuses an input smaller than the kernel."""
+    """(OH, OW) = ((H - k) // s + 1, (W - k) // s + 1): the convolution's rule
+    (``minivgg.conv.output_size``) without padding; refuses an input smaller than the kernel."""
     if h < kernel or w < kernel:
         raise ValueError(f"a {kernel}x{kernel} pooling window does not fit a {h}x{w} input")
-    return (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    return output_size(h, w, kernel, kernel, stride, 0)
 
 
-def window(a, u: int, v: int, oh: int, ow: int, stride: int):
-    """The (N, C, OH, OW) view of ``a`` holding offset (u, v) of every pooling window:
-    view[n, c, i, j] = a[n, c, s*i + u, s*j + v]."""
-    return a[:, :, u:u + stride * oh:stride, v:v + stride * ow:stride]
+def pooling_windows(a, kernel: int, stride: int, oh: int, ow: int):
+    """(K, K, N, C, OH, OW) view of ``a``: [u, v] is offset (u, v) of every pooling window,
+    view[u, v, n, c, i, j] = a[n, c, s*i + u, s*j + v] (``minivgg.conv.windows``)."""
+    return windows(a, (kernel, kernel), (stride, stride), (oh, ow))
 
 
 class AvgPoolCache(NamedTuple):
@@ -44,9 +46,10 @@ def avg_pool2d_forward(x, kernel: int = 2, stride: int = 2):
     n, c, h, w = x.shape
     oh, ow = pool_output_size(h, w, kernel, stride)
     out = xp.zeros((n, c, oh, ow), dtype=x.dtype)                 # (N, C, OH, OW)
+    fields = pooling_windows(x, kernel, stride, oh, ow)
     for u in range(kernel):
         for v in range(kernel):
-            out += window(x, u, v, oh, ow, stride)                 # offset (u, v) of every window
+            out += fields[u, v]                                    # offset (u, v) of every window
     out /= kernel * kernel
     return out, AvgPoolCache(x.shape, kernel, stride)
 
@@ -61,9 +64,10 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache):
     oh, ow = dout.shape[2:]
     share = dout / (kernel * kernel)                               # (N, C, OH, OW)
     dx = xp.zeros(x_shape, dtype=dout.dtype)                       # (N, C, H, W)
+    fields = pooling_windows(dx, kernel, stride, oh, ow)           # overlapping: one offset at a time
     for u in range(kernel):
         for v in range(kernel):
-            window(dx, u, v, oh, ow, stride)[...] += share
+            fields[u, v] += share
     assert dx.shape == x_shape
     return dx
 
@@ -91,13 +95,14 @@ def max_pool2d_forward(x, kernel: int = 2, stride: int = 2):
     if kernel * kernel > 127:
         raise ValueError("max pooling keeps the winning offset in int8: kernel must be at most 11")
     oh, ow = pool_output_size(x.shape[2], x.shape[3], kernel, stride)
-    out = xp.array(window(x, 0, 0, oh, ow, stride))
+    fields = pooling_windows(x, kernel, stride, oh, ow)
+    out = xp.array(fields[0, 0])
     argmax = xp.zeros(out.shape, dtype=xp.int8)
     for u in range(kernel):
         for v in range(kernel):
             if u == 0 and v == 0:
                 continue
-            candidate = window(x, u, v, oh, ow, stride)
+            candidate = fields[u, v]
             larger = candidate > out
             out = xp.where(larger, candidate, out)
             argmax[larger] = u * kernel + v
@@ -110,9 +115,10 @@ def max_pool2d_backward(dout, cache: MaxPoolCache):
     x_shape, argmax, kernel, stride = cache
     oh, ow = dout.shape[2:]
     dx = xp.zeros(x_shape, dtype=dout.dtype)
+    fields = pooling_windows(dx, kernel, stride, oh, ow)
     for u in range(kernel):
         for v in range(kernel):
             won = (argmax == u * kernel + v).astype(dout.dtype)
-            window(dx, u, v, oh, ow, stride)[...] += dout * won
+            fields[u, v] += dout * won
     assert dx.shape == x_shape
     return dx
