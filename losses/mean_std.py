@@ -124,3 +124,34 @@ def mean_std_loss_backward(cache: MeanStdCache, dloss=1.0):
     df = (dloss * 2.0 / (c * m)) * df.reshape(f.shape) * (f > 0)   # the paper's mask
     assert df.shape == f.shape
     return df
+
+
+def mean_std_target_bytes(style_shape, itemsize: int) -> int:
+    """Bytes the target keeps for the whole run: mu^s and sigma^s, (Ns, C) each -> 2 Ns C s."""
+    ns, c = style_shape[:2]
+    return 2 * ns * c * itemsize
+
+
+#: NumPy computes ``a + b`` into a or b when that operand is a temporary of at least this many bytes
+#: (its "temporary elision"; NPY_MIN_ELIDE_BYTES), instead of allocating the result.
+ELIDE_BYTES = 256 * 1024
+
+
+def mean_std_workspace_bytes(shape, itemsize: int) -> int:
+    """Bytes forward + backward take at their peak besides f and the returned gradient, for f
+    (N, C, H, W), A = N C H W elements, s = itemsize:
+
+        2 A s + A + 3 N C s      (A s >= ELIDE_BYTES, NumPy)
+        3 A s + A + 3 N C s      (smaller arrays)
+
+    forward: F - mu and its square (2 A s), freed on return; the cache keeps mu, mu - mu^s and
+    (sigma - sigma^s) / sigma (3 N C s). backward, at the mask: F - mu recomputed and the sum
+    dmean + ratio (F - mu) (2 A s; NumPy writes the sum into the product's temporary), the
+    mask [f > 0] (A bytes, bool) and the gradient (the scaled sum, which the mask then
+    multiplies in place, NumPy eliding that temporary too). Below ELIDE_BYTES (and on CuPy,
+    which elides nothing) the scaled sum is one more array of A s beside those.
+    """
+    n, c, h, w = shape
+    a = n * c * h * w
+    arrays = 2 if a * itemsize >= ELIDE_BYTES else 3
+    return arrays * a * itemsize + a + 3 * n * c * itemsize

@@ -361,3 +361,67 @@ def mmd_rbf_loss_backward(cache: MMDRBFCache, dloss=1.0):
     df = df.reshape(f.shape) * (f > 0)                             # the paper's mask
     assert df.shape == f.shape
     return df
+
+
+# ---- what the layer losses keep and take (``minivgg.memory``) -----------------------------------
+
+def mmd_linear_target_bytes(style_shape, itemsize: int) -> int:
+    """Bytes the "mmd-linear" target keeps for the whole run: mu^s, (Ns, C) -> Ns C s."""
+    ns, c = style_shape[:2]
+    return ns * c * itemsize
+
+
+def mmd_linear_workspace_bytes(shape, itemsize: int) -> int:
+    """Bytes "mmd-linear"'s forward + backward take at their peak besides f and the returned gradient,
+    for f (N, C, H, W), A = N C H W elements, s = itemsize:  A + 2 N C s
+
+    the mask [f > 0] (A bytes, bool) beside the gradient it makes, the cache's mu - mu^s and its
+    scaled copy (N C s each).
+    """
+    n, c, h, w = shape
+    a = n * c * h * w
+    return a + 2 * n * c * itemsize
+
+
+def mmd_poly_target_bytes(style_shape, itemsize: int) -> int:
+    """Bytes the "mmd-poly" target keeps for the whole run: A / M_s, (Ns, C, C) -> Ns C^2 s."""
+    ns, c = style_shape[:2]
+    return ns * c * c * itemsize
+
+
+def mmd_poly_workspace_bytes(shape, itemsize: int) -> int:
+    """Bytes "mmd-poly"'s forward + backward take at their peak besides f and the returned gradient
+    (the peak of the pair less the gradient's A s), for f (N, C, H, W), A = N C H W elements:
+
+        max(2 N C^2 s - A s,  N C^2 s + A s + A)
+
+    forward: G and G / M, then G / M and the difference (2 N C^2 s); backward: the difference
+    kept (N C^2 s), the product with F scaled (in place: NumPy elides the temporary), then it,
+    the mask (A bytes, bool) and the gradient (A s + A + A s).
+    """
+    n, c, h, w = shape
+    a, cc = n * c * h * w, n * c * c
+    return max(2 * cc * itemsize - a * itemsize, cc * itemsize + a * itemsize + a)
+
+
+def mmd_rbf_target_bytes(style_shape, itemsize: int, n_features: int = N_FEATURES) -> int:
+    """Bytes the "mmd-rbf" target keeps for the whole run: W (C, D), b (D,) and the style's mean phi
+    (Ns, D) -> (C + 1 + Ns) D s."""
+    ns, c = style_shape[:2]
+    return (c + 1 + ns) * n_features * itemsize
+
+
+def mmd_rbf_workspace_bytes(shape, itemsize: int, n_features: int = N_FEATURES) -> int:
+    """Bytes "mmd-rbf"'s forward + backward take at their peak besides f and the returned gradient
+    (the peak of the pair less the gradient's A s), for f (N, C, H, W), A = N C H W elements,
+    D = n_features, s = itemsize:
+
+        max(2 N D M s - A s,  N D M s + A s + A)
+
+    forward: Z = W^T F + b and sin(Z) (cos(Z) overwrites Z), 2 N D M s; backward: sin(Z) kept in
+    the cache (N D M s), the product (W diag(g)) sin(Z) (A s), the mask (A bytes, bool) and the
+    gradient. At D = 128 the backward is the larger at C = 64 and the forward from C = 128 on.
+    """
+    n, c, h, w = shape
+    a, dm = n * c * h * w, n * n_features * h * w
+    return max(2 * dm * itemsize - a * itemsize, dm * itemsize + a * itemsize + a)

@@ -162,3 +162,37 @@ def sliced_wasserstein_loss_backward(cache: SlicedWassersteinCache, dloss=1.0):
     df = (directions @ dproj).reshape(f.shape) * (f > 0)          # (C, K) @ (N, K, M); the paper's mask
     assert df.shape == f.shape
     return df
+
+
+def sliced_wasserstein_target_bytes(style_shape, itemsize: int, n_directions=None) -> int:
+    """Bytes the target keeps for the whole run: V (C, K) and the style's sorted projections
+    (Ns, K, M_s), K = n_directions (default C) -> (C + Ns M_s) K s."""
+    ns, c, hs, ws = style_shape
+    k = c if n_directions is None else n_directions
+    return (c + ns * hs * ws) * k * itemsize
+
+
+def sliced_wasserstein_workspace_bytes(shape, itemsize: int, n_directions=None, style_positions=None) -> int:
+    """Bytes forward + backward take at their peak besides f and the returned gradient (the peak of the
+    pair less the gradient's A s), for f (N, C, H, W), M = H W, A = N C M elements, K = n_directions
+    (default C), s = itemsize, P = N K M, int64 argsort indices (8 bytes):
+
+        max(forward - A s,  8 P + 3 P s + A s + A)
+        forward = 8 P + 3 P s                           (M_s = M: the style's values themselves)
+                = 8 P + 5 P s + 24 M + M s              (M_s != M: ``resample_sorted``)
+
+    forward: the projections, the order, the sorted projections and sort(P) - T (or, resampling,
+    the projections, the order, the sorted ones and resample's three (N K M) products, beside
+    its float64/int64 levels and indices); backward: order and diff kept in the cache (8 P + P s),
+    the scaled diff and the scattered dE/dP (2 P s), then V dP (A s), the mask (A bytes, bool)
+    and the gradient. style_positions: M_s (None: M).
+    """
+    n, c, h, w = shape
+    m = h * w
+    k = c if n_directions is None else n_directions
+    a, p = n * c * m, n * k * m
+    if style_positions is None or style_positions == m:
+        forward = 8 * p + 3 * p * itemsize
+    else:
+        forward = 8 * p + 5 * p * itemsize + 24 * m + m * itemsize
+    return max(forward - a * itemsize, 8 * p + 3 * p * itemsize + a * itemsize + a)

@@ -65,3 +65,28 @@ def style_loss_backward(cache: StyleCache, dloss=1.0):
     df = df.reshape(f.shape) * (f > 0)                             # the paper's mask
     assert df.shape == f.shape
     return df
+
+
+def gram_target_bytes(style_shape, itemsize: int) -> int:
+    """Bytes the Gram target keeps for the whole run, A / M_s (``losses.statistics.gram_target``):
+    style features (Ns, C, Hs, Ws) -> Ns C^2 s (s = itemsize)."""
+    ns, c = style_shape[:2]
+    return ns * c * c * itemsize
+
+
+def gram_workspace_bytes(shape, itemsize: int) -> int:
+    """Bytes ``gram_forward`` + ``style_loss_backward`` take at their peak besides f and the returned
+    gradient (the peak of the pair, less the gradient's A s), for f (N, C, H, W), A = N C H W
+    elements, s = itemsize:
+
+        max(3 N C^2 s - A s,  N C^2 s + A s + A)
+
+    forward: the target rescaled to M positions, G and G - A, all alive at the subtraction and
+    again beside (G - A)^2 (3 N C^2 s); backward: G - A in the cache (N C^2 s), the product
+    (G - A) F, scaled in place (NumPy elides the temporary; without that, product and copy are
+    2 A s, no more than the next step), then it, the mask [f > 0] (A bytes, bool) and the
+    gradient (A s + A + A s).
+    """
+    n, c, h, w = shape
+    a, cc = n * c * h * w, n * c * c
+    return max(3 * cc * itemsize - a * itemsize, cc * itemsize + a * itemsize + a)

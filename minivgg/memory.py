@@ -16,7 +16,11 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
 * **baseline**: the interpreter and its libraries (``INTERPRETER_BYTES``;
   ``SCIPY_BYTES`` more when the optimiser runs), all 16 convolutions' weights
   and biases (s * 20,024,384 bytes), the objective's targets (content features
-  and the style Gram matrices), and the images (content, style, x).
+  and, per style layer, what the style statistic's target keeps, as the statistic
+  reports it: ``target_bytes`` of ``losses.statistics``; C_l^2 s for the Gram
+  matrices, C_l s to a few C_l s for the means and spreads, the random features
+  and their mean, (C_l + M^s_l) C_l s for sliced Wasserstein's sorted projections
+  of the style, at the style's size), and the images (content, style, x).
 * **activations** kept for backward: every layer's output up to the deepest
   tap, sum_l A_l * s (the conv's input *is* the layer below's output, the
   ReLU's mask *is* its output, average pooling keeps only a shape, max pooling
@@ -24,8 +28,15 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   bits, ``minivgg.fast.lean.packed_bytes``). The objective's ``ArrayPool``
   keeps their memory between evaluations; it is all in use at the peak anyway.
 * **gradients** the objective holds while the network runs backward: the
-  content loss's gradient and difference (2 A_content s). The style gradients
-  are made by the walk when it reaches their layer (``VGG19.backward``).
+  content loss's gradient and difference (2 A_content s). The Gram loss's style
+  gradients are made by the walk when it reaches their layer (``VGG19.backward``).
+  Any other statistic (``style_loss``) runs its forward and backward at every
+  style layer, in order, before the walk (``minivgg.evaluation.style_term``):
+  each such step is a mark of its own, the gradients made so far held, plus the
+  statistic's work arrays as it reports them (``workspace_bytes``: its caches,
+  projections, argsort indices, sin(Z)...) and the new gradient (A_l s); all
+  sum_l A_l s of them are then held through the walk, where the fast engine adds
+  each to the upstream gradient in place.
 * **transient**, the largest over the layers of the walk down: the upstream
   gradient (A_l s), the gradient it produces (A_{l-1} s) and the layer's
   work arrays as the kernel that runs it reports them. A convolution:
@@ -64,7 +75,11 @@ Against measured peak RSS (``python -m minivgg.bench``, float32, paper
 settings, one process per case, Winograd) the estimate was -10% at 256, -11% at
 512 and -7% at 1024 (what the model leaves out, the fixed costs of libraries
 and memory the allocator keeps after frees, matters most at small sizes); see
-the bench's ``estimate_error`` column.
+the bench's ``estimate_error`` column. With the other statistics (``--style-loss``;
+their reports are held to what they allocate in ``tests/test_statistic_bytes.py``)
+it was -5%, -4%, -5%, -3% at 256 and -6%, -6%, -4%, -1% at 512 for mean-std,
+mmd-linear, mmd-rbf and sliced-wasserstein (-11% to -37% when it counted only the
+Gram loss's needs).
 """
 from __future__ import annotations
 
@@ -72,6 +87,7 @@ from typing import NamedTuple
 
 import numpy
 
+from losses.statistics import style_statistic
 from minivgg.architecture import CONV_SHAPES, PAPER_STYLE_LAYERS, layer_index, layer_outputs
 from minivgg.conv import workspace_bytes as reference_workspace_bytes
 from minivgg.fast import lean as fast_lean, winograd
@@ -157,7 +173,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
                     style_layers=PAPER_STYLE_LAYERS, layers=None, pooling: str = "avg", style_size=None,
                     optimizer: str | None = "lbfgs", maxcor: int = 20, iterations: int | None = None,
                     device: str = "cpu", conv: str = "winograd",
-                    engine: str = "fast", lean: bool = False) -> tuple[MemoryEstimate, MemoryEstimate]:
+                    engine: str = "fast", lean: bool = False,
+                    style_loss: str = "gram") -> tuple[MemoryEstimate, MemoryEstimate]:
     """(evaluation, construction): the two high-water marks of a run, term by term.
 
     content_layer: None for texture synthesis; style_layers: () for content
@@ -173,7 +190,9 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     in host memory). engine: the network's engine ("fast" or "reference");
     conv: the fast engine's ``conv`` ("winograd" or "im2col"); lean: the fast
     engine's lean mode (``minivgg.fast.lean``: layers that are not taps keep
-    one bit per activation, and no array pool).
+    one bit per activation, and no array pool); style_loss: the style statistic
+    (``losses.statistics``), whose own reports give its targets and its forward + backward's
+    work arrays.
     """
     s = numpy.dtype(dtype).itemsize
     if layers is not None:
@@ -190,6 +209,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         raise ValueError("a run needs a content layer, style layers, or both")
     if pooling not in ("avg", "max"):
         raise ValueError(f"pooling must be 'avg' or 'max', not {pooling!r}")
+    statistic = style_statistic(style_loss)
     deepest = max(taps, key=layer_index)
     table = layer_outputs(height, width, deepest)
     size = {name: cout * h * w for name, _, cout, h, w in table}   # A_l, elements
@@ -208,8 +228,10 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         return total
 
     hs, ws = style_size or (height, width)
-    style_grams = sum(cout * cout * s for name, _, cout, _, _ in table if name in style_layers)
-    targets = (size[content_layer] * s if content_layer else 0) + style_grams
+    style_shape = {name: (1, cout, h, w) for name, _, cout, h, w in
+                   (layer_outputs(hs, ws, max(style_layers, key=layer_index)) if style_layers else ())}
+    style_kept = sum(statistic.target_bytes(style_shape[name], s) for name in style_layers)
+    targets = (size[content_layer] * s if content_layer else 0) + style_kept
     images = 3 * pixels * s                                          # content, style, x
     transformed = sum(winograd.weights_bytes(cout, cin, m, s) for name, cin, cout, _, _ in table
                       if name.startswith("conv") and engine == "fast" and conv == "winograd"
@@ -224,6 +246,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     activations = kept(deepest, height, width, taps)
     content_diff = size[content_layer] * s if content_layer else 0
     held = 2 * content_diff                                          # content gradient and diff
+    shape = {name: (1, cout, h, w) for name, _, cout, h, w in table}
     # Marks as (gradients held, transient), one per layer of the walk down: upstream
     # gradient, produced gradient, one tile; at a style layer, the making of its gradient.
     below = dict(zip([row[0] for row in table], [("input", 3, 3, height, width)] + table[:-1]))
@@ -246,14 +269,23 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
 
     kept_work = max(pooled_work(*row, backward) for row in table for backward in (False, True))
     marks = [(held, kept_work)]                                      # the work buffer is kept for good
+    if style_loss != "gram":
+        # Another statistic: every style layer's loss and gradient, one after the other, before the
+        # walk (``minivgg.evaluation.style_term``); each gradient is held to the end of the evaluation.
+        for name in style_layers:
+            # its gradient (A_l s); at the content layer also its sum with the content's gradient,
+            # counted as held from then on (conservative: the content's own is freed)
+            made = size[name] * s * (2 if name == content_layer else 1)
+            marks.append((held, kept_work + statistic.workspace_bytes(shape[name], s, style_shape[name]) + made))
+            held += made
     for name, cin, cout, h, w in table:
         _, _, cprev, hprev, wprev = below[name]
         mark = size[name] * s + cprev * hprev * wprev * s + kept_work
         mark += work(name, cin, cout, h, w, True) - pooled_work(name, cin, cout, h, w, True)
         if lean and name.startswith("conv") and name not in taps:
             mark += fast_lean.workspace_bytes((1, cout, h, w), backward=True)     # the mask unpacked
-        if name in style_layers:
-            mark = max(mark, 2 * size[name] * s)                     # dout and the new gradient
+        if name in style_layers and (style_loss == "gram" or engine == "reference"):
+            mark = max(mark, 2 * size[name] * s)                     # dout and the new gradient (or the sum)
         marks.append((held, mark))
         if lean and name.startswith("conv"):                         # its forward: in, out, mask, tiles
             marks.append((0, cprev * hprev * wprev * s + size[name] * s

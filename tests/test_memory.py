@@ -181,3 +181,19 @@ def test_the_model_asks_the_kernels(monkeypatch):
                                                    (256, 64, 64), (512, 32, 32), (512, 32, 32)])
     monkeypatch.setattr(pooling, "workspace_bytes", lambda *args, **kwargs: 10**12)
     assert estimate(256, 256).transient >= 10**12                       # the row sums' report counted
+
+
+def test_a_stage_estimate_counts_the_runs_style_statistic():
+    """``stages.estimate_bytes`` passes --style-loss on: the estimate is the memory model's for that
+    statistic (its targets and work arrays: tests/test_statistic_bytes.py)."""
+    from minivgg.transfer import stages
+    from minivgg.transfer.cli import parse_args
+    ask = lambda *argv: stages.estimate_bytes(parse_args(list(argv)), (384, 512), [(384, 512)],  # noqa: E731
+                                              False, 20, 100)
+    gram, sliced = ask(), ask("--style-loss", "sliced-wasserstein")
+    assert sliced == estimate_peak_bytes(384, 512, style_size=(384, 512), style_loss="sliced-wasserstein",
+                                         iterations=100)
+    assert gram == estimate_peak_bytes(384, 512, style_size=(384, 512), iterations=100)
+    assert sliced > gram
+    with pytest.raises(ValueError, match="unknown style loss"):
+        estimate_peak_bytes(256, 256, style_loss="median")

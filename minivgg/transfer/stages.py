@@ -116,7 +116,8 @@ def estimate_bytes(config, hw, style_hws, lean: bool, maxcor: int, iterations: i
         style_size=largest if objective.has_style else None,
         optimizer=config.optimiser.name if config.optimiser.is_lbfgs else None,
         maxcor=maxcor, iterations=iterations, device=network.device, conv=network.conv or "winograd",
-        engine=network.engine, lean=lean)
+        engine=network.engine, lean=lean,
+        style_loss=objective.style_loss if objective.has_style else "gram")
 
 
 def stage_settings(config):
