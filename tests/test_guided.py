@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import channels_last_copy, directional_check, rel_error, to_np
+from gradcheck import channels_last_copy, directional_check, rel_error
 from losses import (gram_matrix, guided_gram, guided_gram_backward, guided_style_loss_backward,
                     guided_style_loss_forward, region_mass, style_loss_backward, style_loss_forward)
 from minivgg.architecture import LAYER_NAMES, layer_outputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck import channels_last_copy, directional_check, rel_error, to_np
+from gradcheck import directional_check, to_np
 from minivgg.pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
                           max_pool2d_forward)
 from minivgg.relu import relu_backward, relu_forward
