@@ -234,9 +234,9 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     (``_band_channels_last``), every copy around the products, the padded
     band, the gather and the scatter, moves whole channel vectors; in C order
     (``_band_c_order``) the copies move single floats m apart. On the CPU
-    channels-last wins (VGG-19 at 256 x 256, all Winograd layers: forward
-    117 -> 92 ms, backward 105 -> 86 ms), and ``VGG19`` runs so there; on the
-    GPU it runs in C order (``minivgg.fast.network``).
+    channels-last wins, and ``VGG19`` runs so there (its gain:
+    ``python -m minivgg.bench --sizes 256 512 --ablate``, switch
+    ``channels_last``); on the GPU it runs in C order (``Transforms.default``).
 
     A band is R tile rows (m*R output rows); its temporaries (``BandWork``:
     the padded band, the gathered tiles D, V, M; Y reuses D's memory) stay
