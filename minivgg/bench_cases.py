@@ -15,6 +15,8 @@ The command's docstring says what each reported field means.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import resource
 import statistics
@@ -184,6 +186,7 @@ def run_ours(case: dict) -> dict:
     row["conv"] = conv or net.fast.conv
     if case.get("switch"):
         row["switch"] = case["switch"]
+        row["transforms"] = dataclasses.asdict(net.fast.transforms)   # the route the network really ran
     if style_loss != "gram":
         row["style_loss"] = style_loss
     if lbfgs:

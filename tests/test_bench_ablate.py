@@ -38,6 +38,8 @@ def test_the_ablation_runs_end_to_end_at_32_pixels(capsys):
                        "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert code == 0 and [r["switch"] for r in rows] == [label for label, _ in bench.ablation_cases("cpu")]
+    # each case's network ran the route its label names, not the default one
+    assert [r["transforms"] for r in rows] == [switches for _, switches in bench.ablation_cases("cpu")]
     assert all("error" not in r and r["seconds_per_eval"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
     # every route computes the same objective (float32: the routes round differently)
     assert max(abs(r["total_loss"] / rows[0]["total_loss"] - 1) for r in rows) < 1e-4
