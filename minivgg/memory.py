@@ -45,8 +45,8 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   flipped weights), ``minivgg.conv.workspace_bytes`` for the reference
   engine's whole unrolled matrix. A pooling: ``minivgg.fast.pooling``'s
   ``workspace_bytes`` (the fast average pooling's block of row sums) or
-  ``reference_workspace_bytes`` (``minivgg.pool``'s: the reference average
-  pooling's dout / k^2, max pooling's 0/1 weights). In lean mode a
+  ``minivgg.pool.workspace_bytes`` (the reference average pooling's
+  dout / k^2, max pooling's 0/1 weights). In lean mode a
   ReLU's unpacked mask too (``minivgg.fast.lean.workspace_bytes``). At a
   style layer also the moment its gradient is made: the upstream gradient
   and the new one (2 A_l s; the fast engine asks for it unmasked, so no mask
@@ -89,6 +89,7 @@ import numpy
 
 from losses.statistics import style_statistic
 from minivgg.architecture import CONV_SHAPES, PAPER_STYLE_LAYERS, layer_index, layer_outputs
+from minivgg import pool as reference_pool
 from minivgg.conv import workspace_bytes as reference_workspace_bytes
 from minivgg.fast import lean as fast_lean, winograd
 from minivgg.fast import pooling as fast_pooling
@@ -135,7 +136,7 @@ def _pool_work(x_shape, s: int, pooling_kind: str, engine: str, backward: bool) 
     them: the fast engine's average pooling (``minivgg.fast.pooling``) or ``minivgg.pool``'s."""
     if engine == "fast" and pooling_kind == "avg":
         return fast_pooling.workspace_bytes(x_shape, 2, 2, s, backward=backward)
-    return fast_pooling.reference_workspace_bytes(pooling_kind, x_shape, 2, 2, s, backward=backward)
+    return reference_pool.workspace_bytes(pooling_kind, x_shape, 2, 2, s, backward=backward)
 
 
 def _optimizer_bytes(pixels: int, maxcor: int, optimizer: str | None, itemsize: int, device: str,

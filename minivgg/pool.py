@@ -12,6 +12,7 @@ a strided slice of the whole batch (``window``), never over pixels.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from minivgg.backend import get_array_module
@@ -122,3 +123,23 @@ def max_pool2d_backward(dout, cache: MaxPoolCache):
             fields[u, v] += dout * won
     assert dx.shape == x_shape
     return dx
+
+
+def workspace_bytes(kind: str, x_shape, kernel: int, stride: int, itemsize: int, *,
+                    backward: bool = False) -> int:
+    """Bytes this module's ``kind`` ("avg" or "max") pooling takes besides its input, output and
+    cache, for x of ``x_shape`` (N, C, H, W) (the memory model asks; the reference engine runs
+    these poolings, and the fast one its max pooling): A = N*C*OH*OW outputs, s = itemsize.
+
+    avg: forward 0 (it sums into out); backward the share dout / k^2, A*s.
+    max: forward the comparison (A booleans) and ``where``'s new out beside the old (A*s);
+    backward, at the second offset, the old 0/1 weights, the new comparison and the new
+    weights (2*A*s + A), then the weights and their product with dout (2*A*s).
+    """
+    if kind not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', not {kind!r}")
+    n, c, h, w = x_shape
+    a = n * c * math.prod(pool_output_size(h, w, kernel, stride))
+    if kind == "avg":
+        return a * itemsize if backward else 0
+    return 2 * a * itemsize + a if backward else a * itemsize + a

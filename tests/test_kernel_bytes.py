@@ -91,7 +91,7 @@ def test_average_pooling_reports_its_row_sums(shape, kernel, stride, last):
 @pytest.mark.parametrize("kind", ["avg", "max"])
 @pytest.mark.parametrize("shape", [(1, 64, 64, 96), (2, 32, 31, 45)])
 def test_the_reference_poolings_report_what_they_allocate(kind, shape):
-    """``pooling.reference_workspace_bytes`` (the reference engine's poolings, and the fast one's max
+    """``minivgg.pool.workspace_bytes`` (the reference engine's poolings, and the fast one's max
     pooling) against tracemalloc: the peak beyond the output and the cache they return."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -99,11 +99,11 @@ def test_the_reference_poolings_report_what_they_allocate(kind, shape):
     backward = getattr(reference_pool, f"{kind}_pool2d_backward")
     (out, cache), taken = _traced(lambda: forward(x, 2, 2))
     kept = getattr(cache, "argmax", out[:0]).nbytes                          # max pooling's int8 winners
-    want = pooling.reference_workspace_bytes(kind, shape, 2, 2, 4)
+    want = reference_pool.workspace_bytes(kind, shape, 2, 2, 4)
     assert want <= taken - out.nbytes - kept <= want + UFUNC_SLACK
     dout = rng.standard_normal(out.shape).astype(np.float32)
     dx, taken = _traced(lambda: backward(dout, cache))
-    want = pooling.reference_workspace_bytes(kind, shape, 2, 2, 4, backward=True)
+    want = reference_pool.workspace_bytes(kind, shape, 2, 2, 4, backward=True)
     assert want <= taken - dx.nbytes <= want + UFUNC_SLACK
 
 

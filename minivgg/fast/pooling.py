@@ -17,8 +17,6 @@ the output and the row sums, or None.
 """
 from __future__ import annotations
 
-import math
-
 from minivgg.backend import get_array_module
 from minivgg.conv import windows
 from minivgg.fast.arrays import empty, work
@@ -114,25 +112,6 @@ def workspace_bytes(x_shape, kernel: int, stride: int, itemsize: int, *, backwar
     if backward and stride != kernel:
         return n * c * oh * ow * itemsize
     return n * c * _row_block(n * c * w, oh, itemsize) * w * itemsize
-
-
-def reference_workspace_bytes(kind: str, x_shape, kernel: int, stride: int, itemsize: int, *,
-                              backward: bool = False) -> int:
-    """The same for ``minivgg.pool``'s ``kind`` ("avg" or "max") pooling, which the reference engine
-    runs (and the fast one, for max pooling): A = N*C*OH*OW outputs, s = itemsize.
-
-    avg: forward 0 (it sums into out); backward the share dout / k^2, A*s.
-    max: forward the comparison (A booleans) and ``where``'s new out beside the old (A*s);
-    backward, at the second offset, the old 0/1 weights, the new comparison and the new
-    weights (2*A*s + A), then the weights and their product with dout (2*A*s).
-    """
-    if kind not in ("avg", "max"):
-        raise ValueError(f"pooling must be 'avg' or 'max', not {kind!r}")
-    n, c, h, w = x_shape
-    a = n * c * math.prod(pool_output_size(h, w, kernel, stride))
-    if kind == "avg":
-        return a * itemsize if backward else 0
-    return 2 * a * itemsize + a if backward else a * itemsize + a
 
 
 def _row_block(row: int, oh: int, itemsize: int) -> int:
