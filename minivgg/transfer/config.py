@@ -27,7 +27,7 @@ PAPER_RATIO = 1e-3
 PAPER_SIZE = 512
 #: The default ratio of each style statistic (``losses.statistics``): the one that weighs its
 #: style term at the white-noise start as the paper's 1e-3 weighs the Gram term, measured at
-#: 512 px on the default images (the statistics' scales differ by up to 1e9; --ratio overrides).
+#: 512 px on the default images (the statistics' scales differ by up to 3e4; --ratio overrides).
 STYLE_LOSS_RATIOS = {"gram": PAPER_RATIO, "mean-std": 1e-7, "mmd-linear": 5e-8, "mmd-poly": PAPER_RATIO,
                      "mmd-rbf": 4e-8, "sliced-wasserstein": 1e-7}
 #: Iterations of a one-stage run, and of the first stage of a --scales run.
