@@ -191,7 +191,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     in host memory). engine: the network's engine ("fast" or "reference");
     conv: the fast engine's ``conv`` ("winograd" or "im2col"); lean: the fast
     engine's lean mode (``minivgg.fast.lean``: layers that are not taps keep
-    one bit per activation, and no array pool); style_loss: the style statistic
+    one bit per activation, and the array pool lets the others go after the forward);
+    style_loss: the style statistic
     (``losses.statistics``), whose own reports give its targets and its forward + backward's
     work arrays.
     """
@@ -261,8 +262,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
 
     def pooled_work(name, cin, cout, h, w, backward):
         """The part of ``work`` that comes from the ArrayPool's one work buffer (the fast engine's
-        tiles, bands and row sums, on the CPU, not in lean mode: 0 otherwise)."""
-        if device != "cpu" or engine != "fast" or lean:
+        tiles, bands and row sums, on the CPU: 0 otherwise)."""
+        if device != "cpu" or engine != "fast":
             return 0
         if name.startswith("conv"):
             return pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minivgg.fast.arrays import ArrayPool, empty, work
+from minivgg.fast.arrays import ArrayPool, empty, empty_reused, release, work
 from minivgg.fast.layout import channels_last, dense, flat_memory, flat_spatial
 
 
@@ -26,6 +26,33 @@ def test_array_pool_hands_buffers_out_again_only_after_recycle():
     empty(pool, np, (4, 5), np.float32)                   # only one of the three asked for this time
     pool.recycle()                                        # the two not asked for are forgotten
     assert pool.nbytes == 80
+
+
+def test_array_pool_release_reuse_and_trim():
+    """A released buffer is handed out again in the same evaluation, once; ``empty_reused`` takes only
+    free buffers; released buffers not taken again are kept over ``recycle``; ``trim`` lets go."""
+    pool = ArrayPool()
+    a = empty(pool, np, (2, 3, 4, 5), np.float32, channels_last=True)     # a transposed view
+    b = empty(pool, np, (120,), np.float32)
+    assert pool.owns(a) and pool.owns(b[10:20]) and not pool.owns(np.empty(120, np.float32))
+    assert empty_reused(pool, np, (120,), np.float32).ctypes.data not in (a.ctypes.data, b.ctypes.data)
+    assert pool.nbytes == 2 * 480                                         # that one was plain memory
+    release(pool, a)                                                      # through the view's base
+    assert not pool.owns(a) and not pool.release(a)                       # a second release does nothing
+    release(None, b)                                                      # no pool: nothing
+    c = empty_reused(pool, np, (4, 30), np.float32)                       # a's buffer, again
+    assert c.ctypes.data == a.ctypes.data and pool.owns(c)
+    assert empty(pool, np, (120,), np.float32).ctypes.data not in (a.ctypes.data, b.ctypes.data)
+    pool.release(c)
+    pool.release(c)                                                       # released once only
+    pool.recycle()                                                        # b, the third, and a's (free)
+    assert pool.nbytes == 3 * 480
+    got = {empty(pool, np, (120,), np.float32).ctypes.data for _ in range(3)}
+    assert len(got) == 3 and a.ctypes.data in got and b.ctypes.data in got
+    assert empty_reused(pool, np, (120,), np.float32).ctypes.data not in got   # none free: plain
+    pool.recycle()
+    pool.trim()
+    assert pool.nbytes == 0
 
 
 def test_array_pool_work_buffers():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gradcheck import channels_last_copy, rel_error, to_np
-from minivgg.architecture import LAYER_NAMES
+from minivgg.architecture import LAYER_NAMES, layer_outputs
 from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward, unpack_mask
 from minivgg.relu import relu_backward, relu_forward
 from minivgg.transfer.objective import Objective
@@ -47,3 +47,22 @@ def test_lean_objective_equals_the_normal_one(pooling):
     normal, lean = evaluations
     assert float(lean.total_loss) == float(normal.total_loss)
     assert rel_error(lean.grad, normal.grad) == 0.0
+
+
+def test_lean_pool_keeps_the_taps_only():
+    """With the array pool, the lean mode lets every activation that is not a tap go after the forward:
+    between evaluations its pool holds exactly the normal mode's less those activations' bytes."""
+    rng = np.random.default_rng(4)
+    params = {name: (rng.standard_normal(shape) * np.sqrt(2 / (9 * shape[1])), rng.standard_normal(shape[0]) * 0.1)
+              for name, shape in CONV_SHAPES.items()}
+    content, style, x = (rng.normal(0, 40, (1, 3, 40, 52)) for _ in range(3))
+    held, grads = [], []
+    for lean in (False, True):
+        objective = Objective(VGG19(params, dtype="float64", lean=lean), content, [style])
+        for _ in range(2):                                   # the second evaluation reuses the first's pool
+            grads.append(objective(x).grad)
+        held.append(objective.fast.pool.nbytes)
+        taps = objective.targets.taps
+    assert all(rel_error(g, grads[0]) == 0.0 for g in grads)
+    not_taps = sum(cout * h * w * 8 for name, _, cout, h, w in layer_outputs(40, 52, "conv5_1") if name not in taps)
+    assert not_taps > 0 and held[0] - held[1] == not_taps

@@ -26,7 +26,14 @@ What goes through the pool costs no memory at the peak: the layers' outputs
 (all alive at the peak, in the backward, anyway) and the work buffer (one
 buffer, the largest band). The gradients of the walk down do not: each lives
 for one layer, and the C library reuses a freed gradient's memory for the next
-one (a pool keeping one per size held ~70 MB more at 512 x 512).
+one (a pool keeping one per size held ~70 MB more at 512 x 512). They take a
+pooled buffer only when one of their size is free (``empty_reused``).
+
+Arrays that die before the evaluation ends can be given back early,
+``pool.release(array)``: the next ``empty`` of that size may hand the buffer out
+again. The lean mode (``minivgg.fast.lean``) gives back every activation that
+is not a tap once the next layer has read it, and ``trim``s the pool's free
+buffers after the forward.
 
 NumPy only (CuPy has a pool of its own); one evaluation at a time (no lock).
 """
@@ -44,6 +51,7 @@ class ArrayPool:
         self._free = {}        # nbytes -> [uint8 buffers of exactly that size, free in this evaluation]
         self._taken = []       # buffers handed out since the last recycle, in order
         self._work = None      # one grow-only buffer for ``work``
+        self._released = []    # buffers given back by ``release`` during this evaluation
 
     @property
     def nbytes(self) -> int:
@@ -60,6 +68,48 @@ class ArrayPool:
         buf = same.pop() if same else numpy.empty(nbytes, dtype=numpy.uint8)
         self._taken.append(buf)
         return buf.view(dtype).reshape(shape)
+
+    def reused(self, shape, dtype):
+        """Like ``empty``, but only from a free buffer (one released, or left from the last
+        evaluation): None when none of exactly that size is free. Nothing new is kept."""
+        dtype = numpy.dtype(dtype)
+        same = self._free.get(math.prod(shape) * dtype.itemsize)
+        if not same:
+            return None
+        buf = same.pop()
+        self._taken.append(buf)
+        return buf.view(dtype).reshape(shape)
+
+    def release(self, array) -> bool:
+        """Give the buffer under ``array`` back before the evaluation ends: the next ``empty`` of
+        its size may hand it out again. False (nothing done) when it is not one of this
+        evaluation's buffers. The caller promises that nothing uses the array any more."""
+        i = self._index(array)
+        if i is None:
+            return False
+        buf = self._taken.pop(i)
+        self._free.setdefault(buf.nbytes, []).append(buf)
+        self._released.append(buf)
+        return True
+
+    def trim(self) -> None:
+        """Let go of every free buffer (memory back to the C library): for when what is left of an
+        evaluation allocates in other sizes than it released, as the lean mode's walk down."""
+        self._free, self._released = {}, []
+
+    def owns(self, array) -> bool:
+        """Whether ``array`` lies in a buffer this evaluation took from the pool (and did not release)."""
+        return self._index(array) is not None
+
+    def _index(self, array):
+        """Position in ``_taken`` of the buffer under ``array`` (following ``.base``), or None."""
+        base = array
+        while base is not None:
+            for i, buf in enumerate(self._taken):
+                if buf is base:
+                    return i
+            base = getattr(base, "base", None)
+        return None
 
     def work(self, sizes, dtype) -> list:
         """1-D arrays of ``sizes`` elements, carved one after another from the work buffer.
@@ -88,10 +138,12 @@ class ArrayPool:
         use. Forgetting the buffers the last evaluation did not ask for keeps
         the pool to one evaluation's working set.
         """
+        free_now = {id(buf): buf for same in self._free.values() for buf in same}
+        spare = {id(buf): buf for buf in self._released if id(buf) in free_now}   # once each
         self._free = {}
-        for buf in self._taken:
+        for buf in self._taken + list(spare.values()):
             self._free.setdefault(buf.nbytes, []).append(buf)
-        self._taken = []
+        self._taken, self._released = [], []
 
 
 def empty(pool, xp, shape, dtype, channels_last: bool = False):
@@ -106,6 +158,23 @@ def empty(pool, xp, shape, dtype, channels_last: bool = False):
     if pool is None or xp is not numpy:
         return xp.empty(shape, dtype=dtype)
     return pool.empty(shape, dtype)
+
+
+def empty_reused(pool, xp, shape, dtype, channels_last: bool = False):
+    """An uninitialised array in a buffer ``pool`` has free (``ArrayPool.reused``), else in plain
+    memory (``xp.empty``): for arrays that live briefly, like the walk down's gradients, which a
+    pool would otherwise hold to the end of the evaluation."""
+    if channels_last:
+        n, c, h, w = shape
+        return empty_reused(pool, xp, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
+    got = None if pool is None or xp is not numpy else pool.reused(shape, dtype)
+    return xp.empty(shape, dtype=dtype) if got is None else got
+
+
+def release(pool, array) -> None:
+    """``pool.release(array)`` when there is a pool (see ``ArrayPool.release``); else nothing."""
+    if pool is not None and isinstance(array, numpy.ndarray):
+        pool.release(array)
 
 
 def work(pool, xp, sizes, dtype) -> list:

@@ -12,8 +12,13 @@ gradient is bit for bit the normal mode's (``tests/test_fast_lean.py``).
 At 2048 x 1536 with the paper's layers, the float activations kept fall from
 323 to 130 values per input pixel (the taps: conv1_1 alone is 64) plus 193
 bits; ``minivgg.memory`` models it. The price: one pack per layer forward and
-one unpack per layer backward, and no ``ArrayPool`` (a pool would keep every
-dropped activation's memory).
+one unpack per layer backward. With the objective's ``ArrayPool`` the walk up
+gives each dropped activation's buffer back to it (``ArrayPool.release``), so a
+later layer of the same size takes it again, and at the end of the forward the
+pool lets the free ones go (``ArrayPool.trim``): the walk down's gradients are
+of other sizes, and a pool holding them idle would keep what the lean mode
+saves (at 512 x 512, 183 MB less at the peak than the normal mode with the
+trim, 80 MB less without it).
 
 Shapes: out, dout (N, C, H, W) in either memory order (``minivgg.fast.layout``).
 """

@@ -42,6 +42,7 @@ from collections.abc import Mapping
 
 from minivgg import pool as reference_pool
 from minivgg.architecture import layer_index
+from minivgg.fast.arrays import release
 from minivgg.fast.conv import conv2d_backward, conv2d_forward, uses_transposed_conv
 from minivgg.fast.conv import workspace_bytes as im2col_workspace_bytes
 from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward
@@ -148,9 +149,20 @@ class FastVGG19:
         activations come from (then they live until the pool's ``recycle``), or None.
         """
         taps = tuple(taps)
-        if self.transforms.lean:
-            pool = None                    # a pool would keep every activation the lean mode lets go
-        return forward_walk(x, taps, lambda name, out: self._layer_forward(name, out, taps, pool))
+        if not self.transforms.lean:
+            return forward_walk(x, taps, lambda name, out: self._layer_forward(name, out, taps, pool))
+        previous = [None]                  # the layer whose output is the next one's input
+
+        def step(name, inp):
+            out, cache = self._layer_forward(name, inp, taps, pool)
+            if previous[0] is not None and previous[0] not in taps:
+                release(pool, inp)         # lean: nothing keeps a non-tap activation once read
+            previous[0] = name
+            return out, cache
+        feats, cache = forward_walk(x, taps, step)
+        if pool is not None:
+            pool.trim()                    # the walk down's gradients come in other sizes: let them go
+        return feats, cache
 
     def _layer_forward(self, name: str, x, taps: tuple, pool):
         """One layer, transformed as ``self.transforms`` says: -> (out, cache) as the reference's."""
@@ -163,7 +175,9 @@ class FastVGG19:
             if t.fused_relu:
                 relu_cache = ReluCache(out)            # the conv's output is the ReLU's, and its mask
             else:
-                out, relu_cache = relu_forward(out)
+                conv_out = out
+                out, relu_cache = relu_forward(conv_out)
+                release(pool, conv_out)                # read once: nothing keeps it
             if t.lean:                     # the input's memory goes with the next layer; bits for the mask
                 conv_cache = conv_cache.without_input()
                 relu_cache = relu_cache if name in taps else pack_relu(out)
@@ -201,9 +215,13 @@ class FastVGG19:
             return dout + g
 
         def layer_backward(name, dout, layer_cache):
-            return self._layer_backward(name, dout, layer_cache, owned(dout), pool)
+            dx = self._layer_backward(name, dout, layer_cache, owned(dout), pool)
+            if all(dout is not g for g in given):
+                release(pool, dout)                                # the walk's own, and read
+            return dx
 
-        return backward_walk(_Deferred(grads), cache, layer_backward, join)
+        dx = backward_walk(_Deferred(grads), cache, layer_backward, join)
+        return dx.copy() if pool is not None and pool.owns(dx) else dx
 
     def _layer_backward(self, name: str, dout, cache, owned: bool, pool):
         """dx of one layer; ``owned``: dout may be overwritten (it is the walk's own)."""
