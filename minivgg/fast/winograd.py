@@ -376,18 +376,21 @@ def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, devic
 
 
 def _scatter(xp, y5, tiles, relu: bool, device: str):
-    """tiles[...] = y5, or max(y5, 0) with ``relu``: the ReLU costs nothing extra in the copy.
+    """tiles[...] = y5, or max(y5, 0) with ``relu``: the ReLU rides in the copy, no pass of its own.
 
-    y5, tiles: (m, m, R, TW, O). On the CPU the plain copy goes one tile
-    position (R, TW, O) at a time: given the whole 5-D view of a C-order
-    output, NumPy's copy loops innermost over the destination's smallest
-    stride, the m columns of a tile, whose sources lie P*O apart, and ran twice
-    as slow. For the ReLU's ``maximum`` the whole view measured faster than
-    m*m calls, so it stays whole. On the GPU one kernel does it all.
+    y5, tiles: (m, m, R, TW, O). On the CPU into a C-order output the plain
+    copy goes one tile position (R, TW, O) at a time: given the whole 5-D
+    view, NumPy's copy loops innermost over the destination's smallest stride,
+    the m columns of a tile, whose sources lie P*O apart, and ran twice as
+    slow. Into a channels-last output (the CPU's default) the innermost run is
+    O contiguous floats on both sides, and the whole view is the faster copy
+    (conv1_2's 512 x 512 map: 11 ms against 14 ms one position at a time).
+    For the ReLU's ``maximum`` the whole view measured faster than m*m calls,
+    so it stays whole. On the GPU one kernel does it all.
     """
     if relu:
         xp.maximum(y5, 0, out=tiles)
-    elif device == "cpu":
+    elif device == "cpu" and tiles.strides[-1] != tiles.itemsize:        # C order: O is not innermost
         for alpha in range(y5.shape[0]):
             for beta in range(y5.shape[1]):
                 tiles[alpha, beta] = y5[alpha, beta]
