@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minivgg.fast.arrays import ArrayPool, empty, empty_reused, release, work
+from minivgg.fast.arrays import ArrayPool, empty, release, work
 from minivgg.fast.layout import channels_last, dense, flat_memory, flat_spatial
 
 
@@ -29,18 +29,18 @@ def test_array_pool_hands_buffers_out_again_only_after_recycle():
 
 
 def test_array_pool_release_reuse_and_trim():
-    """A released buffer is handed out again in the same evaluation, once; ``empty_reused`` takes only
+    """A released buffer is handed out again in the same evaluation, once; ``only_free`` takes only
     free buffers; released buffers not taken again are kept over ``recycle``; ``trim`` lets go."""
     pool = ArrayPool()
     a = empty(pool, np, (2, 3, 4, 5), np.float32, channels_last=True)     # a transposed view
     b = empty(pool, np, (120,), np.float32)
     assert pool.owns(a) and pool.owns(b[10:20]) and not pool.owns(np.empty(120, np.float32))
-    assert empty_reused(pool, np, (120,), np.float32).ctypes.data not in (a.ctypes.data, b.ctypes.data)
+    assert empty(pool, np, (120,), np.float32, only_free=True).ctypes.data not in (a.ctypes.data, b.ctypes.data)
     assert pool.nbytes == 2 * 480                                         # that one was plain memory
     release(pool, a)                                                      # through the view's base
     assert not pool.owns(a) and not pool.release(a)                       # a second release does nothing
     release(None, b)                                                      # no pool: nothing
-    c = empty_reused(pool, np, (4, 30), np.float32)                       # a's buffer, again
+    c = empty(pool, np, (4, 30), np.float32, only_free=True)                       # a's buffer, again
     assert c.ctypes.data == a.ctypes.data and pool.owns(c)
     assert empty(pool, np, (120,), np.float32).ctypes.data not in (a.ctypes.data, b.ctypes.data)
     pool.release(c)
@@ -49,7 +49,7 @@ def test_array_pool_release_reuse_and_trim():
     assert pool.nbytes == 3 * 480
     got = {empty(pool, np, (120,), np.float32).ctypes.data for _ in range(3)}
     assert len(got) == 3 and a.ctypes.data in got and b.ctypes.data in got
-    assert empty_reused(pool, np, (120,), np.float32).ctypes.data not in got   # none free: plain
+    assert empty(pool, np, (120,), np.float32, only_free=True).ctypes.data not in got   # none free: plain
     pool.recycle()
     pool.trim()
     assert pool.nbytes == 0

@@ -27,7 +27,7 @@ What goes through the pool costs no memory at the peak: the layers' outputs
 buffer, the largest band). The gradients of the walk down do not: each lives
 for one layer, and the C library reuses a freed gradient's memory for the next
 one (a pool keeping one per size held ~70 MB more at 512 x 512). They take a
-pooled buffer only when one of their size is free (``empty_reused``).
+pooled buffer only when one of their size is free (``empty(..., only_free=True)``).
 
 Arrays that die before the evaluation ends can be given back early,
 ``pool.release(array)``: the next ``empty`` of that size may hand the buffer out
@@ -60,23 +60,17 @@ class ArrayPool:
         held += sum(buf.nbytes for buf in self._taken)
         return held + (0 if self._work is None else self._work.nbytes)
 
-    def empty(self, shape, dtype):
-        """An uninitialised NumPy array: a free buffer of exactly its size, or a new one."""
+    def empty(self, shape, dtype, *, only_free: bool = False):
+        """An uninitialised NumPy array: a free buffer of exactly its size, or a new one.
+
+        ``only_free``: never a new one (None instead), so that nothing new is kept.
+        """
         dtype = numpy.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         same = self._free.get(nbytes)
-        buf = same.pop() if same else numpy.empty(nbytes, dtype=numpy.uint8)
-        self._taken.append(buf)
-        return buf.view(dtype).reshape(shape)
-
-    def reused(self, shape, dtype):
-        """Like ``empty``, but only from a free buffer (one released, or left from the last
-        evaluation): None when none of exactly that size is free. Nothing new is kept."""
-        dtype = numpy.dtype(dtype)
-        same = self._free.get(math.prod(shape) * dtype.itemsize)
-        if not same:
+        if not same and only_free:
             return None
-        buf = same.pop()
+        buf = same.pop() if same else numpy.empty(nbytes, dtype=numpy.uint8)
         self._taken.append(buf)
         return buf.view(dtype).reshape(shape)
 
@@ -146,28 +140,19 @@ class ArrayPool:
         self._taken, self._released = [], []
 
 
-def empty(pool, xp, shape, dtype, channels_last: bool = False):
+def empty(pool, xp, shape, dtype, channels_last: bool = False, *, only_free: bool = False):
     """``xp.empty(shape, dtype)``, from ``pool`` when one is given (NumPy arrays only).
 
     ``channels_last`` (4-D shapes): the memory is laid out (N, H, W, C) and the
     array returned is its (N, C, H, W) transposed view (``minivgg.fast.layout``).
+    ``only_free``: from the pool only if it has a free buffer of exactly that size,
+    else plain memory: for arrays that live briefly, like the walk down's
+    gradients, which a pool would otherwise hold to the end of the evaluation.
     """
     if channels_last:
         n, c, h, w = shape
-        return empty(pool, xp, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
-    if pool is None or xp is not numpy:
-        return xp.empty(shape, dtype=dtype)
-    return pool.empty(shape, dtype)
-
-
-def empty_reused(pool, xp, shape, dtype, channels_last: bool = False):
-    """An uninitialised array in a buffer ``pool`` has free (``ArrayPool.reused``), else in plain
-    memory (``xp.empty``): for arrays that live briefly, like the walk down's gradients, which a
-    pool would otherwise hold to the end of the evaluation."""
-    if channels_last:
-        n, c, h, w = shape
-        return empty_reused(pool, xp, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
-    got = None if pool is None or xp is not numpy else pool.reused(shape, dtype)
+        return empty(pool, xp, (n, h, w, c), dtype, only_free=only_free).transpose(0, 3, 1, 2)
+    got = None if pool is None or xp is not numpy else pool.empty(shape, dtype, only_free=only_free)
     return xp.empty(shape, dtype=dtype) if got is None else got
 
 

@@ -151,13 +151,14 @@ class FastVGG19:
         taps = tuple(taps)
         if not self.transforms.lean:
             return forward_walk(x, taps, lambda name, out: self._layer_forward(name, out, taps, pool))
-        previous = [None]                  # the layer whose output is the next one's input
+        previous = None                    # the layer whose output is the next one's input
 
         def step(name, inp):
+            nonlocal previous
             out, cache = self._layer_forward(name, inp, taps, pool)
-            if previous[0] is not None and previous[0] not in taps:
+            if previous is not None and previous not in taps:
                 release(pool, inp)         # lean: nothing keeps a non-tap activation once read
-            previous[0] = name
+            previous = name
             return out, cache
         feats, cache = forward_walk(x, taps, step)
         if pool is not None:
@@ -202,8 +203,11 @@ class FastVGG19:
         inplace = self.transforms.inplace
         given = [g for g in grads.values() if not callable(g)]     # the caller's: read, never written
 
-        def owned(a) -> bool:
-            return inplace and all(a is not g for g in given)
+        def ours(a) -> bool:
+            return all(a is not g for g in given)
+
+        def owned(a) -> bool:                                      # ours to overwrite
+            return inplace and ours(a)
 
         def join(dout, g):                                         # dout + g, in place where one is ours
             if owned(dout):
@@ -216,7 +220,7 @@ class FastVGG19:
 
         def layer_backward(name, dout, layer_cache):
             dx = self._layer_backward(name, dout, layer_cache, owned(dout), pool)
-            if all(dout is not g for g in given):
+            if ours(dout):
                 release(pool, dout)                                # the walk's own, and read
             return dx
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from minivgg.backend import get_array_module
 from minivgg.conv import windows
-from minivgg.fast.arrays import empty, empty_reused, work
+from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last, prefix_view
 from minivgg.pool import AvgPoolCache, pool_output_size
 
@@ -70,7 +70,7 @@ def avg_pool2d_backward(dout, cache: AvgPoolCache, *, pool=None):
     scale = dout.dtype.type(1.0 / (kernel * kernel))
     layout = channels_last(dout)
     if stride == kernel:
-        dx = empty_reused(pool, xp, x_shape, dout.dtype, channels_last=layout)
+        dx = empty(pool, xp, x_shape, dout.dtype, channels_last=layout, only_free=True)  # a gradient
         dx[:, :, kernel * oh:] = 0                                  # rows the floor dropped
         block = _row_block(n * c * w, oh, dout.dtype.itemsize)
         (rows_flat,) = work(pool, xp, (n * c * block * w,), dout.dtype)

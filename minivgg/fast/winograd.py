@@ -67,7 +67,7 @@ from typing import NamedTuple
 
 from minivgg.backend import device_of, get_array_module
 from minivgg.conv import windows
-from minivgg.fast.arrays import empty, empty_reused, work
+from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
 from minivgg.fast.layout import padded_rows, prefix_view
 
@@ -249,7 +249,7 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     ``pool`` (``minivgg.fast.arrays.ArrayPool`` or None): the band temporaries
     come from its work buffer, and the forward's output (an activation) from
     the pool itself; the backward's dx lives one layer, so it takes a pooled buffer only when
-    one of its size is free (``minivgg.fast.arrays.empty_reused``), else plain memory.
+    one of its size is free (``minivgg.fast.arrays.empty``'s ``only_free``), else plain memory.
     """
     xp = get_array_module(x, weights.u)
     n, c, h, wd = x.shape
@@ -267,7 +267,7 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     th, tw = -(-h // m), -(-wd // m)
     rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes)
     buffers = BandWork._make(work(pool, xp, band_work_sizes(c, o, h, wd, m, rows), x.dtype))
-    out = (empty_reused if backward else empty)(pool, xp, (n, o, h, wd), x.dtype, channels_last=layout)
+    out = empty(pool, xp, (n, o, h, wd), x.dtype, channels_last=layout, only_free=backward)
     for img in range(n):
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
