@@ -124,11 +124,11 @@ class MemoryEstimate(NamedTuple):
 
 
 def _conv_work(name: str, cin: int, cout: int, h: int, w: int, s: int, device: str, conv: str,
-               engine: str, backward: bool) -> int:
+               engine: str, backward: bool, workers: int = 1) -> int:
     """Bytes of conv ``name``'s work arrays, as the engine that runs it reports them."""
     if engine == "reference":
         return reference_workspace_bytes(cin, cout, h, w, s)
-    return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
+    return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers)
 
 
 def _pool_work(x_shape, s: int, pooling_kind: str, engine: str, backward: bool) -> int:
@@ -175,7 +175,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
                     optimizer: str | None = "lbfgs", maxcor: int = 20, iterations: int | None = None,
                     device: str = "cpu", conv: str = "winograd",
                     engine: str = "fast", lean: bool = False,
-                    style_loss: str = "gram") -> tuple[MemoryEstimate, MemoryEstimate]:
+                    style_loss: str = "gram", workers: int = 1) -> tuple[MemoryEstimate, MemoryEstimate]:
     """(evaluation, construction): the two high-water marks of a run, term by term.
 
     content_layer: None for texture synthesis; style_layers: () for content
@@ -194,7 +194,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     one bit per activation, and the array pool lets the others go after the forward);
     style_loss: the style statistic
     (``losses.statistics``), whose own reports give its targets and its forward + backward's
-    work arrays.
+    work arrays. workers: the fast engine's Winograd band workers (``FastVGG19.band_workers``;
+    they split one band's bound among them, so 1 gives an upper bound).
     """
     s = numpy.dtype(dtype).itemsize
     if layers is not None:
@@ -256,7 +257,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     def work(name, cin, cout, h, w, backward):
         """Bytes of layer ``name``'s work arrays, as its kernel reports them."""
         if name.startswith("conv"):
-            return _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward)
+            return _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward, workers)
         _, _, cprev, hprev, wprev = below[name]
         return _pool_work((1, cprev, hprev, wprev), s, pooling, engine, backward)
 
@@ -266,7 +267,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         if device != "cpu" or engine != "fast":
             return 0
         if name.startswith("conv"):
-            return pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward)
+            return pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers)
         return work(name, cin, cout, h, w, backward) if pooling == "avg" else 0
 
     kept_work = max(pooled_work(*row, backward) for row in table for backward in (False, True))

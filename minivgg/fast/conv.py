@@ -225,7 +225,7 @@ def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=N
 
 def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False,
                    max_tile_bytes: int | None = None, winograd=None, channels_last: bool | None = None,
-                   pool=None):
+                   pool=None, workers: int = 1):
     """out = w * x + b (cross-correlation); with ``relu``, out = max(w * x + b, 0) fused.
 
     x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) -> out: (N, O, OH, OW) packed (see
@@ -241,6 +241,7 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
     ``channels_last``: lay out the output's memory as (N, OH, OW, O) (True) or
     in C order (False); by default as x's (``minivgg.fast.layout.channels_last``).
     ``pool``: an ``ArrayPool`` for the output and the tiles, or None.
+    ``workers``: threads that share Winograd's bands (``minivgg.fast.threads``); im2col ignores it.
     """
     xp = get_array_module(x, w, b)
     n, c, h, wd = x.shape
@@ -252,7 +253,7 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
             raise ValueError(f"Winograd weights of {winograd.shape} fit 3x3 stride-1 pad-1 convs of "
                              f"those channels, not {kh}x{kw}, stride {stride}, pad {pad}, {o}x{c}")
         out = winograd_conv3x3(x, winograd, b, relu=relu, max_band_bytes=max_tile_bytes,
-                               channels_last=channels_last, pool=pool)
+                               channels_last=channels_last, pool=pool, workers=workers)
         return out, Conv2dCache(x, w, stride, pad, winograd)
     oh, ow = output_size(h, wd, kh, kw, stride, pad)
     layout = layout_channels_last(x) if channels_last is None else channels_last
@@ -338,7 +339,7 @@ def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: 
 
 
 def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
-                    max_tile_bytes: int | None = None, pool=None):
+                    max_tile_bytes: int | None = None, pool=None, workers: int = 1):
     """Gradients of a scalar loss through ``out = w * x + b``.
 
     Local derivatives: dx = w^T * dout (the transposed convolution),
@@ -350,6 +351,7 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     dx is computed tile by tile (see the module docstring for the two routes);
     no full-size unrolled matrix is ever formed. ``pool``: the tiles come from
     its work buffer; dx itself is plain memory (a gradient lives one layer).
+    ``workers``: as ``conv2d_forward``'s.
     """
     x, w, stride, pad, winograd, x_shape = cache
     x_shape = tuple(x.shape) if x is not None else x_shape
@@ -357,7 +359,8 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     o, _, kh, kw = w.shape
     dout = dense(dout)                                              # (N, O, OH, OW), packed either way
     if winograd is not None:                                        # the transposed conv, by Winograd
-        dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes, pool=pool)
+        dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes, pool=pool,
+                              workers=workers)
     elif uses_transposed_conv(c, o, kh, kw, stride, pad):
         dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool)
     else:

@@ -23,6 +23,7 @@ from minivgg.backend import get_array_module
 from minivgg.fast.arrays import empty
 from minivgg.fast.layout import channels_last, flat_spatial
 from minivgg.fast.losses import SPAN_BYTES, span_positions
+from minivgg.fast.threads import run_split
 
 
 def guided_style_loss_forward(f, t, target_gram):
@@ -49,12 +50,13 @@ def guided_style_loss_forward(f, t, target_gram):
     return loss, GuidedStyleCache(f, t * t, gram_diff, scale)
 
 
-def guided_style_loss_backward(caches, dloss=1.0):
+def guided_style_loss_backward(caches, dloss=1.0, *, workers: int = 1):
     """dloss * sum_r (G_r - A_r)(F o t_r^2) / (N^2 M) over a layer's regions, unmasked, in F's order.
 
     caches: the ``GuidedStyleCache`` of each region of one layer (same f, t2 (H, W)), at least one.
     Each span's product is written into the one output and scaled by t^2 over its positions
-    (first region), or added to it through a span-sized temporary (the others).
+    (first region), or added to it through a span-sized temporary (the others). ``workers``:
+    threads that share the spans, as ``minivgg.fast.losses.style_loss_backward``'s.
     """
     f = caches[0].f
     xp = get_array_module(f)
@@ -64,14 +66,18 @@ def guided_style_loss_backward(caches, dloss=1.0):
     span = span_positions(f, SPAN_BYTES)
     t2s = [cache.t2.reshape(m) for cache in caches]                # (M,) each, views
     scaled = [cache.gram_diff * cache.gram_diff.dtype.type(cache.scale * dloss) for cache in caches]
-    for k0 in range(0, m, span):
-        cols = slice(k0, k0 + span)                                # one span of positions
-        out = dfmat[:, :, cols]                                    # (N, C, span) view of df
-        xp.matmul(scaled[0], fmat[:, :, cols], out=out)            # (C, C) @ (C, span)
-        out *= t2s[0][cols]                                        # o t^2 over the span's positions
-        for s, t2 in zip(scaled[1:], t2s[1:]):
-            part = xp.matmul(s, fmat[:, :, cols])                  # (N, C, span) temporary
-            part *= t2[cols]
-            out += part
+    starts = range(0, m, span)
+
+    def spans(lo, hi):
+        for k0 in starts[lo:hi]:
+            cols = slice(k0, k0 + span)                            # one span of positions
+            out = dfmat[:, :, cols]                                # (N, C, span) view of df
+            xp.matmul(scaled[0], fmat[:, :, cols], out=out)        # (C, C) @ (C, span)
+            out *= t2s[0][cols]                                    # o t^2 over the span's positions
+            for s, t2 in zip(scaled[1:], t2s[1:]):
+                part = xp.matmul(s, fmat[:, :, cols])              # (N, C, span) temporary
+                part *= t2[cols]
+                out += part
+    run_split(spans, len(starts), workers)
     assert df.shape == f.shape
     return df

@@ -12,7 +12,8 @@ caches. The backwards are transformed three ways:
   output, and the network's walk applies that ReLU's mask [F > 0] anyway
   (``losses/content.py`` has the argument), so the losses skip their copy;
 * **spanned style gradient**: (G - A) F is computed ``SPAN_BYTES`` of F at a
-  time on the CPU, the scale applied to the small (C, C) factor.
+  time on the CPU, the scale applied to the small (C, C) factor; with band
+  workers (``minivgg.fast.threads``) each takes a run of spans.
 
 Shapes as in ``losses``: f, p (N, C, H, W); G, A (N, C, C); losses 0-d arrays.
 """
@@ -23,6 +24,7 @@ from losses.style import StyleCache, gram_matrix, style_loss_forward
 from minivgg.backend import device_of, get_array_module
 from minivgg.fast.arrays import empty
 from minivgg.fast.layout import channels_last, flat_spatial
+from minivgg.fast.threads import run_split
 
 __all__ = ["SPAN_BYTES", "content_loss_forward", "content_loss_backward", "gram_matrix",
            "style_loss_forward", "style_loss_backward", "span_positions"]
@@ -47,7 +49,7 @@ def span_positions(f, span_bytes: int) -> int:
     return max(1, span_bytes // (c * f.dtype.itemsize)) if device_of(f) == "cpu" else h * w
 
 
-def style_loss_backward(cache: StyleCache, dloss=1.0):
+def style_loss_backward(cache: StyleCache, dloss=1.0, *, workers: int = 1):
     """dloss * (G - A) F / (N_l^2 M_l^2), unmasked, in F's memory order (plain memory: a gradient).
 
     cache: the reference's (``losses.style.style_loss_forward``). Channels-last,
@@ -55,7 +57,8 @@ def style_loss_backward(cache: StyleCache, dloss=1.0):
     long side and packs M-long panels into each thread's buffer; on the CPU the
     product goes ``SPAN_BYTES`` of F at a time so those buffers stay small (with
     OpenBLAS at 512 x 512, whole, the two threads' buffers held 33 MB more at the
-    evaluation's peak). On the GPU it is one product, one launch.
+    evaluation's peak). On the GPU it is one product, one launch. ``workers``: threads
+    that share the spans (``minivgg.fast.threads``; the caller gave the BLAS one thread).
     """
     f, gram_diff, scale = cache
     xp = get_array_module(f)
@@ -63,7 +66,11 @@ def style_loss_backward(cache: StyleCache, dloss=1.0):
     df = empty(None, xp, f.shape, scaled.dtype, channels_last=channels_last(f))  # f's order
     fmat, dfmat = flat_spatial(f), flat_spatial(df)                # (N, C, M) views
     span = span_positions(f, SPAN_BYTES)
-    for k0 in range(0, fmat.shape[2], span):
-        xp.matmul(scaled, fmat[:, :, k0:k0 + span], out=dfmat[:, :, k0:k0 + span])  # (C, C) @ (C, span)
+    starts = range(0, fmat.shape[2], span)
+
+    def spans(lo, hi):
+        for k0 in starts[lo:hi]:
+            xp.matmul(scaled, fmat[:, :, k0:k0 + span], out=dfmat[:, :, k0:k0 + span])  # (C, C) @ (C, span)
+    run_split(spans, len(starts), workers)
     assert df.shape == f.shape
     return df

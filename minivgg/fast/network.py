@@ -23,6 +23,9 @@ cache (``VGGCache``). What changes is how each step runs, one switch of
 * ``inplace``: in the backward, gradients the walk owns are updated in place;
 * ``deferred``: a gradient given as a function is made only when the walk
   reaches its tap (the evaluator gives functions only when on);
+* ``threads``: on the CPU, each Winograd convolution's bands shared among
+  worker threads, NumPy's BLAS on one thread for the evaluation
+  (``minivgg.fast.threads``; ``workers`` opens that setting);
 * ``lean``: the memory-lean mode (``minivgg.fast.lean``): of the layers that
   are not taps only the ReLU masks are kept, as bits.
 
@@ -42,12 +45,14 @@ from collections.abc import Mapping
 
 from minivgg import pool as reference_pool
 from minivgg.architecture import layer_index
+from minivgg.backend import get_array_module
 from minivgg.fast.arrays import release
 from minivgg.fast.conv import conv2d_backward, conv2d_forward, uses_transposed_conv
 from minivgg.fast.conv import workspace_bytes as im2col_workspace_bytes
 from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward
 from minivgg.fast.objective import FastEvaluator
 from minivgg.fast.pooling import avg_pool2d_backward, avg_pool2d_forward
+from minivgg.fast.threads import blas_thread_count, one_blas_thread, run_split
 from minivgg.fast.transforms import Transforms
 from minivgg.fast.winograd import prepare as winograd_prepare
 from minivgg.fast.winograd import temporary_bytes as winograd_temporary_bytes
@@ -75,26 +80,26 @@ def conv_route(name: str, conv: str) -> int | None:
 
 
 def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
-                         conv: str = "winograd", backward: bool = False) -> int:
+                         conv: str = "winograd", backward: bool = False, workers: int = 1) -> int:
     """Bytes conv ``name`` allocates besides its output, forward or backward, on an h x w map (batch 1).
 
-    Asks the kernel that runs the layer: Winograd's band temporaries (the backward is
-    the same transform from C_out to C_in channels) or tiled im2col's tile, its
+    Asks the kernel that runs the layer: Winograd's band temporaries, one set per band
+    worker (the backward is the same transform from C_out to C_in channels) or tiled im2col's tile, its
     padded rows and, on the transposed-conv route, the flipped weights. The memory model
     (``minivgg.memory``) calls this instead of re-deriving tile sizes.
     """
     m = conv_route(name, conv)
     if m is not None:
         cin, cout = (cout, cin) if backward else (cin, cout)
-        return winograd_temporary_bytes(cin, cout, h, w, m, itemsize, device)
+        return winograd_temporary_bytes(cin, cout, h, w, m, itemsize, device, workers)
     return im2col_workspace_bytes(cin, cout, h, w, itemsize, device, backward=backward)
 
 
 def pooled_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
-                           conv: str = "winograd", backward: bool = False) -> int:
+                           conv: str = "winograd", backward: bool = False, workers: int = 1) -> int:
     """The part of ``conv_workspace_bytes`` that comes from an ``ArrayPool``'s one work buffer (the
     tiles and bands; not the transposed route's flipped weights, which are plain memory)."""
-    total = conv_workspace_bytes(name, cin, cout, h, w, itemsize, device, conv, backward)
+    total = conv_workspace_bytes(name, cin, cout, h, w, itemsize, device, conv, backward, workers)
     if backward and conv_route(name, conv) is None and uses_transposed_conv(cin, cout, 3, 3, 1, 1):
         total -= cin * cout * 9 * itemsize
     return total
@@ -136,6 +141,24 @@ class FastVGG19:
             self._winograd[name] = None if m is None else winograd_prepare(self.params[name][0], m)
         return self._winograd[name]
 
+    @property
+    def band_workers(self) -> int:
+        """Threads the Winograd bands would go to in an evaluation now (``workers``; the memory model's)."""
+        return blas_thread_count() if self._threaded else 1
+
+    def workers(self):
+        """A context manager: within it NumPy's BLAS has one thread and the Winograd bands go to the
+        number of workers it yields (``minivgg.fast.threads``); 1, and no change, with ``threads``
+        off or on the GPU. ``forward`` and ``backward`` enter it; the evaluator holds it around a
+        whole evaluation, so the losses between them run on one BLAS thread too. Without Winograd
+        there are no bands to share: 1, and the BLAS keeps its threads for im2col's products."""
+        return one_blas_thread(self._threaded)
+
+    @property
+    def _threaded(self) -> bool:
+        """Bands on workers: ``threads`` on the CPU, with Winograd (im2col's tiles keep the BLAS's threads)."""
+        return self.transforms.threads and self.transforms.winograd and self.device == "cpu"
+
     def evaluator(self, targets):
         """A ``FastEvaluator`` of the objective whose targets are ``targets`` (``minivgg.evaluation``)."""
         return FastEvaluator(self, targets)
@@ -149,13 +172,17 @@ class FastVGG19:
         activations come from (then they live until the pool's ``recycle``), or None.
         """
         taps = tuple(taps)
+        with self.workers() as workers:
+            return self._forward(x, taps, pool, workers)
+
+    def _forward(self, x, taps: tuple, pool, workers: int):
         if not self.transforms.lean:
-            return forward_walk(x, taps, lambda name, out: self._layer_forward(name, out, taps, pool))
+            return forward_walk(x, taps, lambda name, out: self._layer_forward(name, out, taps, pool, workers))
         previous = None                    # the layer whose output is the next one's input
 
         def step(name, inp):
             nonlocal previous
-            out, cache = self._layer_forward(name, inp, taps, pool)
+            out, cache = self._layer_forward(name, inp, taps, pool, workers)
             if previous is not None and previous not in taps:
                 release(pool, inp)         # lean: nothing keeps a non-tap activation once read
             previous = name
@@ -165,14 +192,14 @@ class FastVGG19:
             pool.trim()                    # the walk down's gradients come in other sizes: let them go
         return feats, cache
 
-    def _layer_forward(self, name: str, x, taps: tuple, pool):
+    def _layer_forward(self, name: str, x, taps: tuple, pool, workers: int = 1):
         """One layer, transformed as ``self.transforms`` says: -> (out, cache) as the reference's."""
         t = self.transforms
         if name.startswith("conv"):
             w, b = self.params[name]
             out, conv_cache = conv2d_forward(x, w, b, stride=1, pad=1, relu=t.fused_relu,
                                              winograd=self.winograd_weights(name),
-                                             channels_last=t.channels_last, pool=pool)
+                                             channels_last=t.channels_last, pool=pool, workers=workers)
             if t.fused_relu:
                 relu_cache = ReluCache(out)            # the conv's output is the ReLU's, and its mask
             else:
@@ -219,26 +246,40 @@ class FastVGG19:
             return dout + g
 
         def layer_backward(name, dout, layer_cache):
-            dx = self._layer_backward(name, dout, layer_cache, owned(dout), pool)
+            dx = self._layer_backward(name, dout, layer_cache, owned(dout), pool, workers)
             if ours(dout):
                 release(pool, dout)                                # the walk's own, and read
             return dx
 
-        dx = backward_walk(_Deferred(grads), cache, layer_backward, join)
+        with self.workers() as workers:
+            dx = backward_walk(_Deferred(grads), cache, layer_backward, join)
         return dx.copy() if pool is not None and pool.owns(dx) else dx
 
-    def _layer_backward(self, name: str, dout, cache, owned: bool, pool):
+    def _layer_backward(self, name: str, dout, cache, owned: bool, pool, workers: int = 1):
         """dx of one layer; ``owned``: dout may be overwritten (it is the walk's own)."""
         if name.startswith("conv"):
             conv_cache, relu_cache = cache
-            relu_back = packed_relu_backward if isinstance(relu_cache, PackedReluCache) else relu_backward
-            dout = relu_back(dout, relu_cache, out=dout if owned else None)
-            return conv2d_backward(dout, conv_cache, pool=pool)[0]
+            if isinstance(relu_cache, PackedReluCache):
+                dout = packed_relu_backward(dout, relu_cache, out=dout if owned else None)
+            else:
+                dout = _relu_backward(dout, relu_cache, dout if owned else None, workers)
+            return conv2d_backward(dout, conv_cache, pool=pool, workers=workers)[0]
         if self.pooling == "max":
             return reference_pool.max_pool2d_backward(dout, cache)
         if self.transforms.separable_pool:
             return avg_pool2d_backward(dout, cache, pool=pool)
         return reference_pool.avg_pool2d_backward(dout, cache)
+
+
+def _relu_backward(dout, cache: ReluCache, out, workers: int):
+    """``minivgg.relu.relu_backward``, its rows shared among ``workers`` threads (one call each, on
+    its own rows of dout, the mask and out: views, so each writes its part of the one result)."""
+    if workers == 1:
+        return relu_backward(dout, cache, out=out)
+    out = get_array_module(dout).empty_like(dout) if out is None else out     # dout's memory order
+    run_split(lambda lo, hi: relu_backward(dout[:, :, lo:hi], ReluCache(cache.out[:, :, lo:hi]),
+                                           out=out[:, :, lo:hi]), dout.shape[2], workers)
+    return out
 
 
 class _Deferred(Mapping):

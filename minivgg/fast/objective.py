@@ -14,6 +14,8 @@ differently, as the network's ``Transforms`` say:
   returned is plain memory);
 * always: the losses' unmasked gradients (``minivgg.fast.losses``,
   ``minivgg.fast.guided``: the walk applies the ReLU masks);
+* ``threads``: NumPy's BLAS on one thread for the whole evaluation, and the
+  style gradients' spans shared among the workers (``minivgg.fast.threads``);
 * ``deferred``: each style gradient handed to the walk as a function, made only
   when the walk reaches its layer (``FastVGG19.backward``); a guided layer's
   regions share that one gradient array.
@@ -43,12 +45,13 @@ class FastEvaluator:
     def __call__(self, x) -> Evaluation:
         """The ``Evaluation`` at x (1, 3, H, W), as ``Objective``'s reference evaluation."""
         try:
-            return self._evaluate(x)
+            with self.net.workers() as workers:   # one BLAS thread from the forward to the gradient
+                return self._evaluate(x, workers)
         finally:
             if self.pool is not None:
                 self.pool.recycle()        # every pooled array of this evaluation is dead by now
 
-    def _evaluate(self, x) -> Evaluation:
+    def _evaluate(self, x, workers: int = 1) -> Evaluation:
         t, net, pool = self.targets, self.net, self.pool
         feats, cache = net.forward(x.astype(net.dtype, copy=False), t.taps, pool=pool)
         grads = {}
@@ -65,12 +68,12 @@ class FastEvaluator:
             elif t.guides is None:
                 e_l, s_cache = fast_losses.style_loss_forward(feats[name], t.style_targets[name])
                 grads[name] = self._style_gradient(fast_losses.style_loss_backward, s_cache,
-                                                   t.beta * w_l, grads.get(name))
+                                                   t.beta * w_l, grads.get(name), workers)
             else:
                 e_l, caches = _guided_style(feats[name], t.guides[name])
                 if caches:
                     grads[name] = self._style_gradient(fast_guided.guided_style_loss_backward, caches,
-                                                       t.beta * w_l, grads.get(name))
+                                                       t.beta * w_l, grads.get(name), workers)
             style = style + w_l * e_l
         grad = net.backward(grads, cache, pool=pool)                # (1, 3, H, W)
         if t.tv_weight:
@@ -79,13 +82,13 @@ class FastEvaluator:
         total = t.alpha * content + t.beta * style + t.tv_weight * tv
         return Evaluation(content, style, tv, total, grad)
 
-    def _style_gradient(self, backward, cache, scale: float, other=None):
+    def _style_gradient(self, backward, cache, scale: float, other=None, workers: int = 1):
         """beta w_l dE_l/dF_l = backward(cache, scale) (plus ``other``, the content gradient when
         the layer is also a content layer): with ``deferred`` a function the walk calls when it
         reaches the layer (a gradient the size of the layer's features exists only from then
-        on), else the array itself."""
+        on), else the array itself. ``workers``: threads sharing its spans (``threads``)."""
         def make():
-            g = backward(cache, scale)                             # (1, C, h, w), a fresh array
+            g = backward(cache, scale, workers=workers)            # (1, C, h, w), a fresh array
             if other is not None:
                 g += other
             return g

@@ -4,7 +4,7 @@
 evaluator (``minivgg.fast.objective``) read it and nothing else decides their
 route. With every switch off the fast engine runs the reference's own layers
 (``minivgg.conv`` through tiled im2col, ``minivgg.relu``, ``minivgg.pool``) in
-the reference's walk. Every one of the 2^8 combinations is held to the
+the reference's walk. Every one of the 2^9 combinations is held to the
 reference engine in float64 (``tests/test_fast_transforms.py``), and each one's
 gain in time and peak memory is measured, one switch off at a time, by
 
@@ -35,6 +35,10 @@ class Transforms:
                      joins); off: a new array per step, as the reference
     deferred         each style gradient made only when the walk down reaches its tap; off: all
                      made before the walk starts
+    threads          on the CPU, each Winograd conv's bands shared among as many threads as NumPy's
+                     BLAS had, the BLAS on one thread for the evaluation (``minivgg.fast.threads``);
+                     off (and with winograd off): one band after another, the products on
+                     the BLAS's threads
     lean             of layers that are not taps keep the ReLU mask as bits, and no conv input
                      (``minivgg.fast.lean``); off (default): every activation kept
     """
@@ -46,17 +50,18 @@ class Transforms:
     separable_pool: bool = True
     inplace: bool = True
     deferred: bool = True
+    threads: bool = True
     lean: bool = False
 
     @classmethod
     def default(cls, device: str = "cpu") -> "Transforms":
-        """The default route on ``device``: all on but lean; channels-last on the CPU only.
+        """The default route on ``device``: all on but lean; channels-last and threads on the CPU only.
 
         On the GPU CuPy's elementwise kernels walk an array in its logical order, so every ReLU
         mask, sum and pooling over channels-last memory reads with a stride of C floats (an
         H200 ran evaluations twice as slow: 0.105 s instead of 0.05 s at 1024 x 1024).
         """
-        return cls(channels_last=device == "cpu")
+        return cls(channels_last=device == "cpu", threads=device == "cpu")
 
     def with_route(self, conv: str | None = None, lean: bool = False) -> "Transforms":
         """These switches with ``minivgg.VGG19``'s shorthands applied: conv="im2col" turns winograd

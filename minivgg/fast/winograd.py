@@ -70,6 +70,7 @@ from minivgg.conv import windows
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
 from minivgg.fast.layout import padded_rows, prefix_view
+from minivgg.fast.threads import run_workers
 
 #: Finite evaluation points per output tile side m (infinity is always the last point).
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, Fraction(1, 2))}
@@ -222,7 +223,8 @@ class BandWork(NamedTuple):
 
 
 def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
-            max_band_bytes: int | None = None, channels_last: bool | None = None, pool=None):
+            max_band_bytes: int | None = None, channels_last: bool | None = None, pool=None,
+            workers: int = 1):
     """out = conv(x, w, stride 1, padding 1) (+ b, then ReLU) through Winograd, band by band.
 
     x: (N, C, H, W) -> out: (N, O, H, W), packed in memory as x is (C order or
@@ -241,10 +243,12 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     A band is R tile rows (m*R output rows); its temporaries (``BandWork``:
     the padded band, the gathered tiles D, V, M; Y reuses D's memory) stay
     within ``max_band_bytes`` together (default: ``BAND_BYTES``, about twice
-    U). The matrix products run on the BLAS's own threads; the copies around
-    them on this one (spreading the copies or the bands over more threads was
-    measured slower here: the BLAS's threads keep the other core busy between
-    calls, and concurrent one-thread GEMMs did not add up to the two-thread ones).
+    U). With ``workers`` > 1 the bands are dealt out to that many threads
+    (``minivgg.fast.threads``: the caller has given the BLAS one thread), each
+    with work arrays of its own within 1/workers of that bound, and as many
+    bands as a multiple of ``workers``, so no thread waits on a last odd band.
+    With one worker the products run on the BLAS's own threads, the copies
+    around them on the calling thread.
 
     ``pool`` (``minivgg.fast.arrays.ArrayPool`` or None): the band temporaries
     come from its work buffer, and the forward's output (an activation) from
@@ -265,15 +269,23 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     band_y = _band_channels_last if layout else _band_c_order
     device = device_of(x)
     th, tw = -(-h // m), -(-wd // m)
-    rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes)
-    buffers = BandWork._make(work(pool, xp, band_work_sizes(c, o, h, wd, m, rows), x.dtype))
+    rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes, workers)
+    bands = [(img, t0) for img in range(n) for t0 in range(0, th, rows)]
+    workers = max(1, min(workers, len(bands)))
+    sizes = band_work_sizes(c, o, h, wd, m, rows)
+    flat = work(pool, xp, list(sizes) * workers, x.dtype)                    # one BandWork per worker
     out = empty(pool, xp, (n, o, h, wd), x.dtype, channels_last=layout, only_free=backward)
-    for img in range(n):
-        for t0 in range(0, th, rows):
+
+    def run(k, stop):                                                        # worker k: bands k, k+workers, ...
+        buffers = BandWork._make(flat[k * len(sizes):(k + 1) * len(sizes)])
+        for img, t0 in bands[k::workers]:
+            if stop.is_set():
+                return
             r = min(rows, th - t0)
             xb = _padded_band(x[img:img + 1], m, t0, r, tw, buffers.padded, layout)   # (C, m*R+2, WP)
             y5 = band_y(xp, xb, u_t, transforms, b, m, r, tw, buffers)             # (m, m, R, TW, O)
             _write_band(xp, y5, out[img], m, t0, relu, device, buffers.uncropped, layout)
+    run_workers(run, workers)
     return out
 
 
@@ -344,17 +356,28 @@ def _tile_view(band, m: int, r: int, tw: int):
 
 
 def band_rows(c: int, o: int, h: int, w: int, m: int, itemsize: int, u_bytes: int, device: str = "cpu",
-              max_band_bytes: int | None = None) -> int:
+              max_band_bytes: int | None = None, workers: int = 1) -> int:
     """R, tile rows per band: D (or Y), V and M together, (max(a*a*C, m*m*O) + a*a*(C + O)) * R * TW
-    elements, within the bound clamp(2 * U's bytes, floor, cap) of ``BAND_BYTES[device]``;
-    at least 1, at most TH."""
+    elements, within the bound clamp(2 * U's bytes, floor, cap) of ``BAND_BYTES[device]``
+    (split among ``workers``, each with a band of its own); at least 1, at most TH. With
+    several workers (dealt bands k, k + workers, ...: ``conv3x3``), R is then the largest
+    within that bound that gives no worker more than ceil(TH / workers) tile rows."""
     floor, cap = BAND_BYTES[device]
     if max_band_bytes is not None:
         floor, cap = min(floor, max_band_bytes), max_band_bytes
-    limit = min(cap, max(floor, 2 * u_bytes))
+    limit = min(cap, max(floor, 2 * u_bytes)) // max(1, workers)
     a, th, tw = m + 2, -(-h // m), -(-w // m)
     per_row = (max(a * a * c, m * m * o) + a * a * (c + o)) * tw * itemsize
-    return max(1, min(th, limit // per_row))
+    rows = max(1, min(th, limit // per_row))
+    if workers > 1:
+        rows = max(r for r in range(1, rows + 1) if worker_rows(th, r, workers) == -(-th // workers))
+    return rows
+
+
+def worker_rows(th: int, rows: int, workers: int) -> int:
+    """The most tile rows one worker gets when TH rows go in bands of ``rows``, band i to worker i % workers."""
+    bands = [min(rows, th - t0) for t0 in range(0, th, rows)]
+    return max(sum(bands[k::workers]) for k in range(workers))
 
 
 def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int) -> BandWork:
@@ -368,11 +391,15 @@ def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int) -> BandWo
                     uncropped=o * m * rows * m * tw if cropped else 0)
 
 
-def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu") -> int:
-    """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W (memory model):
-    its work arrays (``band_work_sizes``) at the band height ``band_rows`` picks."""
-    rows = band_rows(c, o, h, w, m, itemsize, weights_bytes(o, c, m, itemsize), device)
-    return sum(band_work_sizes(c, o, h, w, m, rows)) * itemsize
+def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu",
+                    workers: int = 1) -> int:
+    """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W, batch 1 (memory
+    model): its work arrays (``band_work_sizes``) at the band height ``band_rows`` picks, one set
+    per worker that gets a band."""
+    rows = band_rows(c, o, h, w, m, itemsize, weights_bytes(o, c, m, itemsize), device, workers=workers)
+    th = -(-h // m)
+    used = min(workers, -(-th // rows))                                      # workers that get a band
+    return sum(band_work_sizes(c, o, h, w, m, rows)) * itemsize * max(1, used)
 
 
 def _scatter(xp, y5, tiles, relu: bool, device: str):
