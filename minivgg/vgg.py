@@ -34,14 +34,14 @@ class VGG19:
     pooling: "avg" (the paper's choice) or "max". dtype: "float32" (default) or
     "float64". device: "cpu" (NumPy) or "gpu" (CuPy); the weights are moved once.
     engine: "fast" (default) or "reference" (module docstring). The fast engine's
-    settings: transforms (a ``Transforms``; default: all on but lean, and
-    channels-last only on the CPU), or the shorthands conv ("winograd" or
-    "im2col": the convolution route) and lean (the memory-lean mode), applied
-    on top of it (``Transforms.with_route``).
+    settings: transforms (a ``Transforms``; default: ``Transforms.default(device)``,
+    all on on the CPU), or the shorthands conv ("winograd" or "im2col": the
+    convolution route) and lean (the memory-lean mode: True, False, or None for
+    the route's own), applied on top of it (``Transforms.with_route``).
     """
 
     def __init__(self, params, pooling: str = "avg", dtype: str = "float32", device: str = "cpu",
-                 engine: str = "fast", conv: str | None = None, lean: bool = False,
+                 engine: str = "fast", conv: str | None = None, lean: bool | None = None,
                  transforms: Transforms | None = None):
         if pooling not in ("avg", "max"):
             raise ValueError(f"pooling must be 'avg' or 'max', not {pooling!r}")

@@ -17,7 +17,8 @@ def test_the_ablation_flips_each_switch_once_from_the_default_route():
         for (label, switches), name in zip(cases[1:], Transforms.names()):
             assert {k for k in switches if switches[k] != default[k]} == {name}
             assert label == f"{name}-{'on' if switches[name] else 'off'}"
-    assert [label for label, _ in bench.ablation_cases("cpu")][-1] == "lean-on"
+    assert [label for label, _ in bench.ablation_cases("cpu")][-1] == "lean-off"     # on by default: CPU
+    assert [label for label, _ in bench.ablation_cases("gpu")][-1] == "lean-on"
     assert "channels_last-on" in dict(bench.ablation_cases("gpu"))
 
 

@@ -77,6 +77,14 @@ def test_stages_start_from_the_previous_result_upsampled(cli, photo, tmp_path, m
     assert Image.open(tmp_path / "o.png").size == (48, 36)
 
 
+def test_the_summary_names_a_stage_off_the_default_lean_setting(cli, photo):
+    """On the CPU the lean mode is the default route, so only --lean off shows in the stages."""
+    code, _, err = cli("--content", photo, "--style", photo, "--scales", "32", "48", "--iters", "1",
+                       "--lean", "off", "--out", "o.png")
+    assert code == 0, err
+    assert "32x24 (1 it, not lean) -> 48x36 (1 it, not lean)" in err.splitlines()[0]
+
+
 @pytest.mark.parametrize("upsample", [False, True])
 def test_a_run_stopped_in_an_earlier_stage_keeps_its_image(cli, photo, tmp_path, monkeypatch, upsample):
     """The time limit ends stage 1 of 2: its best image is written at its size, or upsampled if asked."""
@@ -94,21 +102,25 @@ def test_a_run_stopped_in_an_earlier_stage_keeps_its_image(cli, photo, tmp_path,
     assert Image.open(tmp_path / "o.png").size == ((48, 36) if upsample else (32, 24))
 
 
-def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_fit(monkeypatch):
-    config = parse_args(["--scales", "256", "512", "1024"])
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_every_stage_is_planned_before_any_work_and_lean_or_fewer_pairs_make_it_fit(monkeypatch, device):
+    """--lean auto: on the GPU the lean mode only for a stage that needs it, with a note; on the CPU
+    it is the default route, every stage lean from the start, no note. Then fewer pairs."""
+    config = parse_args(["--scales", "256", "512", "1024", "--device", device])
     ask = lambda lean, maxcor: stages_module.estimate_bytes(  # noqa: E731
         config, (768, 1024), [(768, 1024)], lean, maxcor, config.stages.iterations[-1])
     normal, lean, lean_fewer = ask(False, 20), ask(True, 20), ask(True, 10)
     assert lean < normal and lean_fewer < lean
-    for available, want in ((None, (False, 20)), (normal, (False, 20)), (lean, (True, 20)),
+    gpu = device == "gpu"
+    for available, want in ((None, (not gpu, 20)), (normal, (not gpu, 20)), (lean, (True, 20)),
                             (lean_fewer, (True, 10))):
         monkeypatch.setattr(memory, "available_memory_bytes", lambda device="cpu", a=available: a)
         stages, notes = stages_module.plan_stages(config, (768, 1024))
         assert [st.hw for st in stages] == [(192, 256), (384, 512), (768, 1024)]
         assert (stages[-1].lean, stages[-1].maxcor) == want
-        assert all(not st.lean and st.maxcor == 20 for st in stages[:-1])   # the small stages unchanged
+        assert all(st.lean == (not gpu) and st.maxcor == 20 for st in stages[:-1])   # the small stages
         assert stages[0].estimate < stages[1].estimate < normal
-        assert ("memory-lean mode" in " ".join(notes)) == want[0]
+        assert ("memory-lean mode" in " ".join(notes)) == (gpu and want[0])
         assert ("--maxcor lowered from 20 to 10" in " ".join(notes)) == (want[1] == 10)
 
 

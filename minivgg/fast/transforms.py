@@ -40,7 +40,7 @@ class Transforms:
                      off (and with winograd off): one band after another, the products on
                      the BLAS's threads
     lean             of layers that are not taps keep the ReLU mask as bits, and no conv input
-                     (``minivgg.fast.lean``); off (default): every activation kept
+                     (``minivgg.fast.lean``); off (the GPU's default): every activation kept
     """
 
     winograd: bool = True
@@ -51,22 +51,27 @@ class Transforms:
     inplace: bool = True
     deferred: bool = True
     threads: bool = True
-    lean: bool = False
+    lean: bool = True
 
     @classmethod
     def default(cls, device: str = "cpu") -> "Transforms":
-        """The default route on ``device``: all on but lean; channels-last and threads on the CPU only.
+        """The default route on ``device``: all on on the CPU (``Transforms()``); on the GPU
+        channels-last, threads and lean off.
 
         On the GPU CuPy's elementwise kernels walk an array in its logical order, so every ReLU
         mask, sum and pooling over channels-last memory reads with a stride of C floats (an
-        H200 ran evaluations twice as slow: 0.105 s instead of 0.05 s at 1024 x 1024).
+        H200 ran evaluations twice as slow: 0.105 s instead of 0.05 s at 1024 x 1024). The lean
+        mode is on by default on the CPU only: there, with the bands on workers, it measured as
+        fast as keeping every activation (``python -m minivgg.bench --sizes 256 512 --ablate``)
+        with 40-180 MB less at the peak; on the GPU it has not been measured since the pool kept it.
         """
-        return cls(channels_last=device == "cpu", threads=device == "cpu")
+        cpu = device == "cpu"
+        return cls(channels_last=cpu, threads=cpu, lean=cpu)
 
-    def with_route(self, conv: str | None = None, lean: bool = False) -> "Transforms":
+    def with_route(self, conv: str | None = None, lean: bool | None = None) -> "Transforms":
         """These switches with ``minivgg.VGG19``'s shorthands applied: conv="im2col" turns winograd
         and channels_last off (im2col's unrolling copies suit C order), conv="winograd" turns
-        winograd on; lean=True turns lean on. conv=None, lean=False: unchanged."""
+        winograd on; lean=True / False turns lean on / off. conv=None, lean=None: unchanged."""
         if conv not in (None, "winograd", "im2col"):
             raise ValueError(f"conv must be 'winograd' or 'im2col', not {conv!r}")
         changed = self
@@ -74,7 +79,7 @@ class Transforms:
             changed = dataclasses.replace(changed, winograd=False, channels_last=False)
         elif conv == "winograd":
             changed = dataclasses.replace(changed, winograd=True)
-        return dataclasses.replace(changed, lean=True) if lean else changed
+        return changed if lean is None else dataclasses.replace(changed, lean=bool(lean))
 
     def off(self, name: str) -> "Transforms":
         """These switches with transformation ``name`` off."""

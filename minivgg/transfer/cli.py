@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a Keras vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 (default: fetched)")
     net.add_argument("--lean", choices=("auto", "on", "off"), default=default(NetworkSettings, "lean"),
                      help="the fast engine's memory-lean mode (ReLU masks as bits, about 2.4x fewer "
-                          "bytes of activations kept): auto (default) turns it on for a stage that "
-                          "would not fit otherwise")
+                          "bytes of activations kept, the same result): auto (default) is on on the "
+                          "CPU, where it costs no time, and on the GPU on for a stage that would not "
+                          "fit otherwise")
     net.add_argument("--device", choices=("cpu", "gpu"), default=default(NetworkSettings, "device"),
                      help="default %(default)s")
     net.add_argument("--dtype", choices=("float32", "float64"), default=default(NetworkSettings, "dtype"),

@@ -61,7 +61,9 @@ def weights_label(objective, stage_hws) -> str:
 def summary(config, plan) -> str:
     """The one line that says what the run will do."""
     objective, network, images = config.objective, config.network, config.images
-    stages = " -> ".join(f"{st.hw[1]}x{st.hw[0]} ({st.iterations} it{', lean' if st.lean else ''})"
+    usual = network.device == "cpu" and network.engine == "fast"    # the lean mode of the default route
+    stages = " -> ".join(f"{st.hw[1]}x{st.hw[0]} ({st.iterations} it"
+                         f"{'' if st.lean == usual else ', lean' if st.lean else ', not lean'})"
                          for st in plan.stages)
     return (f"{PROG}: {objective.mode} {stages if len(plan.stages) > 1 else f'{plan.hw[1]}x{plan.hw[0]} px'}, "
             f"content {images.content if objective.has_content else '-'}, "

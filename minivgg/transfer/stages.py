@@ -122,8 +122,11 @@ def estimate_bytes(config, hw, style_hws, lean: bool, maxcor: int, iterations: i
 
 def stage_settings(config):
     """The (lean, maxcor) settings to try, in order of preference: the asked ones first, then,
-    where --lean auto allows, the lean mode, then fewer correction pairs down to MIN_AUTO_MAXCOR."""
-    lean_choices = {"on": [True], "off": [False], "auto": [False, True]}[config.network.lean]
+    where --lean auto allows, the lean mode, then fewer correction pairs down to MIN_AUTO_MAXCOR.
+    --lean auto on the CPU is the lean mode from the start: it is the CPU's default route
+    (``Transforms.default``), as fast as keeping every activation."""
+    auto = [True] if config.network.device == "cpu" else [False, True]
+    lean_choices = {"on": [True], "off": [False], "auto": auto}[config.network.lean]
     if config.network.engine == "reference":
         lean_choices = [False]
     asked = config.optimiser.maxcor
@@ -138,7 +141,7 @@ def fit_stage(config, hw, style_hws, iterations, available):
         needed = estimate_bytes(config, hw, style_hws, lean, maxcor, iterations)
         if available is None or needed <= available:
             notes = []
-            if lean and config.network.lean == "auto":
+            if lean and config.network.lean == "auto" and config.network.device != "cpu":
                 notes.append(f"the {hw[1]}x{hw[0]} stage runs in the memory-lean mode to fit "
                              f"(--lean on/off decides)")
             if maxcor != config.optimiser.maxcor:
