@@ -138,6 +138,27 @@ def test_the_bias_column(m):
     assert (ka[:, forward.ones_column] == 1).all()
 
 
+@pytest.mark.parametrize("m", [2, 4])
+def test_prepare_in_parts_is_the_whole_product(monkeypatch, m):
+    """U made a few output channels at a time (PREPARE_BYTES) equals U = KG @ w made at once: to the
+    last bits in float64 (the BLAS's 9-term sums may round differently with the product's shape),
+    and within one float32 ulp, each element the float64 product rounded once."""
+    import minivgg.fast.winograd as winograd
+    rng = np.random.default_rng(4)
+    a = m + 2
+    kg = np.asarray(plans(m)[0].kernel_transform)                           # (a*a, 9) float64
+    for dtype in (np.float64, np.float32):
+        w = rng.standard_normal((37, 11, 3, 3)).astype(dtype)
+        whole = (kg @ w.reshape(37 * 11, 9).T.astype(np.float64)).reshape(a * a, 37, 11).astype(dtype)
+        monkeypatch.setattr(winograd, "PREPARE_BYTES", a * a * 11 * 8 * 5)  # 5 channels a part: 8 parts
+        u = prepare(w, m).u
+        assert u.dtype == dtype and u.flags.c_contiguous and u.shape == whole.shape
+        if dtype is np.float64:
+            assert rel_error(u, whole) < 1e-15                                  # measured: 1e-17
+        else:
+            np.testing.assert_array_max_ulp(u, whole, maxulp=1)
+
+
 def test_one_tile_rule_the_networks():
     """The tile is chosen in one place, ``network.winograd_tile``; ``prepare`` takes it, it has no rule of its own."""
     from minivgg.architecture import CONV_NAMES

@@ -183,11 +183,18 @@ class WinogradWeights(NamedTuple):
         return self.u.shape[1], self.u.shape[2]
 
 
+#: Bytes of the float64 product U = KG @ w that ``prepare`` makes at a time.
+PREPARE_BYTES = 4 * 2**20
+
+
 def prepare(w, m: int) -> WinogradWeights:
     """Transform w (O, C, 3, 3) for F(m x m, 3 x 3): U = KG @ w as (a*a, O, C), in float64, then w's dtype.
 
     m: the output tile side, 2 or 4 (the fast network's rule per VGG layer:
     ``minivgg.fast.network.winograd_tile``). Raises ValueError when w is not 3x3 or m is neither.
+    The float64 product goes ``PREPARE_BYTES`` of it at a time, straight into U: made whole, it
+    was a 75 MB temporary for a 512 x 512 layer (plus a float32 copy), the peak of a 256 x 256
+    run's construction.
     """
     xp = get_array_module(w)
     o, c, kh, kw = w.shape
@@ -198,8 +205,11 @@ def prepare(w, m: int) -> WinogradWeights:
     forward, backward = plans(m)
     a = m + 2
     kg = xp.asarray(forward.kernel_transform, dtype="float64")               # (a*a, 9)
-    u = kg @ w.reshape(o * c, 9).T.astype("float64")                         # (a*a, O*C)
-    u = xp.ascontiguousarray(u.reshape(a * a, o, c).astype(w.dtype))         # (a*a, O, C)
+    u = xp.empty((a * a, o, c), dtype=w.dtype)                               # (a*a, O, C)
+    step = max(1, PREPARE_BYTES // (a * a * c * 8))                          # output channels at a time
+    for o0 in range(0, o, step):
+        part = w[o0:o0 + step].reshape(-1, 9).T.astype("float64")            # (9, step*C)
+        u[:, o0:o0 + step] = (kg @ part).reshape(a * a, -1, c)               # rounded to w's dtype once
     mats = lambda plan: Transforms(xp.asarray(plan.input_transform, dtype=w.dtype),    # noqa: E731
                                    xp.asarray(plan.output_transform, dtype=w.dtype), plan.ones_column)
     return WinogradWeights(u, m, mats(forward), mats(backward))
