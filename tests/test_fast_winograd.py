@@ -85,6 +85,44 @@ def test_the_output_order_can_be_chosen(xp):
     assert rel_error(last, c_order) < 1e-15 and rel_error(back, c_order) < 1e-15
 
 
+@pytest.mark.parametrize("first", [False, True])
+@pytest.mark.parametrize("case", CASES)
+def test_both_product_orders_of_a_channels_last_band(monkeypatch, first, case):
+    """The forward's channels-last band multiplies M = V U^T or M^T = U V^T
+    (``channels_first_products``): each order, forced, gives the loops' numbers (float64), with
+    the bias and the ReLU, whole image and bands of one tile row (the image's edge cutting them)."""
+    import minivgg.fast.winograd as winograd
+    calls = []
+    monkeypatch.setattr(winograd, "channels_first_products", lambda c, p: calls.append((c, p)) or first)
+    n, c, o, h, w = case
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((n, c, h, w))
+    wt = rng.standard_normal((o, c, 3, 3))
+    b = rng.standard_normal(o)
+    ref = conv2d_naive(x, wt, b, stride=1, pad=1)
+    for band in (None, 600):
+        out = conv3x3(channels_last_copy(x), prepare(wt, 4), b, relu=True, max_band_bytes=band)
+        assert channels_last(out)
+        assert float(abs(out - np.maximum(ref, 0)).max()) < 1e-12 * float(abs(ref).max())
+    assert calls and all(cc == c for cc, _ in calls)           # asked, with the layer's C
+    calls.clear()
+    conv3x3(x, prepare(wt, 4), b, channels_last=False)         # C order: one band kind, not asked
+    conv3x3(channels_last_copy(ref), prepare(wt, 4), backward=True)  # backward: V U reads U in order
+    assert calls == []
+
+
+def test_the_product_order_rule_on_vgg():
+    """Channels-first products where a band's tiles are fewer than its channels: at 512 x 512 with two
+    workers conv1_2 (P = 128 > C = 64) stays tiles-first, conv4_2 (P = 32 < 512) goes channels-first."""
+    from minivgg.fast.winograd import band_rows, channels_first_products, weights_bytes
+    chosen = {}
+    for name, h in (("conv1_2", 512), ("conv2_1", 256), ("conv4_2", 64)):
+        o, c = CONV_SHAPES[name][:2]
+        rows = band_rows(c, o, h, h, 4, 4, weights_bytes(o, c, 4, 4), "cpu", workers=2)
+        chosen[name] = channels_first_products(c, rows * (h // 4))
+    assert chosen == {"conv1_2": False, "conv2_1": False, "conv4_2": True}
+
+
 @pytest.mark.parametrize("m", [2, 4])
 def test_backward_is_the_adjoint(xp, m):
     """<conv(x), y> = <x, conv^T(y)> at 64 -> 48 channels, 20 x 27, to 1e-12."""

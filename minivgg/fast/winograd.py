@@ -245,7 +245,9 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     The work follows x's order, one function per order. Channels-last
     (``_band_channels_last``), every copy around the products, the padded
     band, the gather and the scatter, moves whole channel vectors; in C order
-    (``_band_c_order``) the copies move single floats m apart. On the CPU
+    (``_band_c_order``) the copies move single floats m apart. The forward's
+    channels-last bands with fewer tiles than channels multiply in the other
+    order (``channels_first_products``: U read as stored). On the CPU
     channels-last wins, and ``VGG19`` runs so there (its gain:
     ``python -m minivgg.bench --sizes 256 512 --ablate``, switch
     ``channels_last``); on the GPU it runs in C order (``Transforms.default``).
@@ -276,10 +278,15 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     if c != c_u:
         raise ValueError(f"input has {c} channels but the weights expect {c_u}")
     layout = layout_channels_last(x) if channels_last is None else channels_last
-    band_y = _band_channels_last if layout else _band_c_order
     device = device_of(x)
     th, tw = -(-h // m), -(-wd // m)
     rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes, workers)
+    if not layout:
+        band_y = _band_c_order
+    elif not backward and channels_first_products(c, rows * tw):
+        band_y = _band_channels_first_products
+    else:
+        band_y = _band_channels_last
     bands = [(img, t0) for img in range(n) for t0 in range(0, th, rows)]
     workers = max(1, min(workers, len(bands)))
     sizes = band_work_sizes(c, o, h, wd, m, rows)
@@ -313,12 +320,9 @@ def _band_channels_last(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, 
     ``buffers.tiles_then_y``. u_t: (a*a, C, O); b: (O,) or None."""
     a, p = m + 2, r * tw
     c, o = u_t.shape[1], u_t.shape[2]
-    d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))                  # D
-    d[...] = windows(xb, (a, a), (m, m), (r, tw)).transpose(0, 1, 3, 4, 2)   # (a, a, C, R, TW) -> (a, a, R, TW, C)
-    v = prefix_view(buffers.transformed, (a * a, p * c))
-    xp.matmul(transforms.input, d.reshape(a * a, p * c), out=v)              # (a*a, a*a) @ (a*a, P*C)
+    v = _transformed_tiles(xp, xb, transforms, a, m, r, tw, c, buffers)      # (a*a, P, C)
     mm = prefix_view(buffers.products, (a * a, p, o))
-    xp.matmul(v.reshape(a * a, p, c), u_t, out=mm)                           # (a*a, P, C) @ (a*a, C, O)
+    xp.matmul(v, u_t, out=mm)                                                # (a*a, P, C) @ (a*a, C, O)
     if b is not None:                                                        # KA[:, ones] is all ones, so
         mm[transforms.ones_column] += b                                      # this adds b to all m*m outputs
     y = prefix_view(buffers.tiles_then_y, (m * m, p * o))                    # D's memory: V is made, D is dead
@@ -326,17 +330,59 @@ def _band_channels_last(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, 
     return y.reshape(m, m, r, tw, o)
 
 
+def channels_first_products(c: int, p: int) -> bool:
+    """Whether the forward's channels-last band multiplies M^T = U V^T (O, P) rather than M = V U^T (P, O):
+    when its P tiles are fewer than its C input channels (VGG's conv2_2 onwards at 256 and 512).
+
+    Why: U is stored (a*a, O, C), the backward's order (``conv3x3``), so the forward's V U^T reads
+    each U[xi nu] transposed, and the BLAS re-packs that big transposed operand for every band;
+    with thin bands (few tiles P, many channels) that packing is much of the product: two threads
+    running (32 x 512) @ (512 x 512) products took 87 ms transposed against 56 ms not. U V^T reads U
+    in its own order and transposes the thin V instead, at the price of a transposing scatter of Y
+    (P innermost, the image's O innermost), which costs more than it saves when P is large
+    (conv1_2: 87 against 80 ms at 512 x 512). Measured per layer, two workers, forward:
+    conv4_2 at 64 x 64 (P = 32): 37.0 against 46.9 ms; conv1_2 at 512 x 512 (P = 128): tiles-first.
+    """
+    return p < c
+
+
+def _band_channels_first_products(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, tw: int,
+                                  buffers: BandWork):
+    """Y of one channels-last band as ``_band_channels_last``, its products M^T = U V^T in (a*a, O, P)
+    (``channels_first_products``): a transposed view (m, m, R, TW, O) of Y (m*m, O, P)."""
+    c = u_t.shape[1]
+    v = _transformed_tiles(xp, xb, transforms, m + 2, m, r, tw, c, buffers)  # (a*a, P, C)
+    return _channels_first_y(xp, v.transpose(0, 2, 1), u_t, transforms, b, m, r, tw, buffers)
+
+
+def _transformed_tiles(xp, xb, transforms: Transforms, a: int, m: int, r: int, tw: int, c: int,
+                       buffers: BandWork):
+    """V = KB @ D of a channels-last band, D its gathered a x a tiles: xb (C, m*R+2, WP) -> (a*a, P, C)."""
+    d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))                  # D
+    d[...] = windows(xb, (a, a), (m, m), (r, tw)).transpose(0, 1, 3, 4, 2)   # (a, a, C, R, TW) -> (a, a, R, TW, C)
+    v = prefix_view(buffers.transformed, (a * a, r * tw * c))
+    xp.matmul(transforms.input, d.reshape(a * a, r * tw * c), out=v)        # (a*a, a*a) @ (a*a, P*C)
+    return v.reshape(a * a, r * tw, c)
+
+
 def _band_c_order(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, tw: int, buffers: BandWork):
     """Y of one band, channels before tiles: as ``_band_channels_last``, with D (a, a, C, R, TW),
     V (a*a, C*P) and M = U @ V (a*a, O, P)."""
     a, p = m + 2, r * tw
-    c, o = u_t.shape[1], u_t.shape[2]
+    c = u_t.shape[1]
     d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))                  # D
     d[...] = windows(xb, (a, a), (m, m), (r, tw))                            # (a, a, C, R, TW)
     v = prefix_view(buffers.transformed, (a * a, p * c))
     xp.matmul(transforms.input, d.reshape(a * a, c * p), out=v)              # (a*a, a*a) @ (a*a, C*P)
+    return _channels_first_y(xp, v.reshape(a * a, c, p), u_t, transforms, b, m, r, tw, buffers)
+
+
+def _channels_first_y(xp, v, u_t, transforms: Transforms, b, m: int, r: int, tw: int, buffers: BandWork):
+    """Y from V (a*a, C, P) (C order's own, or a channels-last band's transposed): M = U @ V (a*a, O, P),
+    the bias down its columns, Y = KA @ M (m*m, O, P), returned as the view (m, m, R, TW, O)."""
+    a, p, o = m + 2, r * tw, u_t.shape[2]
     mm = prefix_view(buffers.products, (a * a, o, p))
-    xp.matmul(u_t.transpose(0, 2, 1), v.reshape(a * a, c, p), out=mm)        # (a*a, O, C) @ (a*a, C, P)
+    xp.matmul(u_t.transpose(0, 2, 1), v, out=mm)                             # (a*a, O, C) @ (a*a, C, P)
     if b is not None:                                                        # as above, down M's columns
         mm[transforms.ones_column] += b.reshape(o, 1)
     y = prefix_view(buffers.tiles_then_y, (m * m, p * o))                    # D's memory: V is made, D is dead
