@@ -40,14 +40,16 @@ class StyleCache(NamedTuple):
     scale: float
 
 
-def style_loss_forward(f, target_gram):
-    """E_l = sum (G - A)^2 / (4 N_l^2 M_l^2); f: (N, C, H, W), target_gram A: (N or 1, C, C) -> (0-d E_l, cache)."""
+def style_loss_forward(f, target_gram, gram=None):
+    """E_l = sum (G - A)^2 / (4 N_l^2 M_l^2); f: (N, C, H, W), target_gram A: (N or 1, C, C) -> (0-d E_l, cache).
+
+    gram: G = F F^T when the caller has made it already (the fast engine sums it on several threads)."""
     xp = get_array_module(f, target_gram)
     n, c, h, w = f.shape
     if target_gram.shape[-2:] != (c, c):
         raise ValueError(f"a Gram target of shape {tuple(target_gram.shape)} does not fit {c} filters")
     scale = 1.0 / (float(c) ** 2 * float(h * w) ** 2)              # 1 / (N_l^2 M_l^2)
-    gram_diff = gram_matrix(f) - target_gram                       # G - A: (N, C, C)
+    gram_diff = (gram_matrix(f) if gram is None else gram) - target_gram  # G - A: (N, C, C)
     loss = 0.25 * scale * xp.sum(gram_diff * gram_diff)            # 0-d
     return loss, StyleCache(f, gram_diff, scale)
 

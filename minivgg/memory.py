@@ -131,11 +131,11 @@ def _conv_work(name: str, cin: int, cout: int, h: int, w: int, s: int, device: s
     return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers)
 
 
-def _pool_work(x_shape, s: int, pooling_kind: str, engine: str, backward: bool) -> int:
+def _pool_work(x_shape, s: int, pooling_kind: str, engine: str, backward: bool, workers: int = 1) -> int:
     """Bytes of a 2x2, stride-2 pooling's work arrays on an input of ``x_shape``, as its kernel reports
     them: the fast engine's average pooling (``minivgg.fast.pooling``) or ``minivgg.pool``'s."""
     if engine == "fast" and pooling_kind == "avg":
-        return fast_pooling.workspace_bytes(x_shape, 2, 2, s, backward=backward)
+        return fast_pooling.workspace_bytes(x_shape, 2, 2, s, backward=backward, workers=workers)
     return reference_pool.workspace_bytes(pooling_kind, x_shape, 2, 2, s, backward=backward)
 
 
@@ -259,7 +259,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         if name.startswith("conv"):
             return _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward, workers)
         _, _, cprev, hprev, wprev = below[name]
-        return _pool_work((1, cprev, hprev, wprev), s, pooling, engine, backward)
+        return _pool_work((1, cprev, hprev, wprev), s, pooling, engine, backward, workers)
 
     def pooled_work(name, cin, cout, h, w, backward):
         """The part of ``work`` that comes from the ArrayPool's one work buffer (the fast engine's

@@ -54,3 +54,27 @@ def test_matches_the_reference_twin_with_a_pool(xp, shape):
         got, cache = pooling.avg_pool2d_forward(x, 2, 2, pool=pool)
         assert cache == want_cache and rel_error(got, want) < 1e-15
         assert rel_error(pooling.avg_pool2d_backward(dout, cache, pool=pool), want_dx) < 1e-15
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_share_the_blocks(monkeypatch, workers):
+    """Blocks of rows dealt out to threads, a row-sum buffer each (one output row a block here, an odd
+    number of blocks): the same values as one thread, to the last bit, forward and backward, from a
+    pool whose work buffer then holds one buffer per worker (``workspace_bytes``)."""
+    monkeypatch.setattr(pooling, "POOL_BLOCK_BYTES", 8 * 5 * 18)       # one output row a block
+    rng = np.random.default_rng(6)
+    x = channels_last_copy(rng.standard_normal((1, 5, 18, 18)))        # 9 output rows: 9 blocks
+    dout = channels_last_copy(rng.standard_normal((1, 5, 9, 9)))
+    one, cache = pooling.avg_pool2d_forward(x, 2, 2)
+    one_dx = pooling.avg_pool2d_backward(dout, cache)
+    for backward in (False, True):
+        pool = ArrayPool()
+        if backward:
+            got = pooling.avg_pool2d_backward(dout, cache, pool=pool, workers=workers)
+            assert np.array_equal(got, one_dx) and channels_last(got)
+        else:
+            got, _ = pooling.avg_pool2d_forward(x, 2, 2, pool=pool, workers=workers)
+            assert np.array_equal(got, one) and channels_last(got)
+        taken = pool._work.nbytes - 64
+        want = pooling.workspace_bytes(x.shape, 2, 2, 8, backward=backward, workers=workers)
+        assert want == workers * 5 * 18 * 8 and want <= taken < want + workers * 64

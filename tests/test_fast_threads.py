@@ -122,6 +122,28 @@ def test_threaded_bands_take_what_the_memory_model_says():
         assert want <= taken <= want + 64 * (len(winograd.BandWork._fields) * workers + 1), (workers, taken, want)
 
 
+@pytest.mark.parametrize("last", [False, True])
+def test_the_workers_gram_is_the_whole_one(monkeypatch, last):
+    """style_loss_forward with workers: G summed from each worker's run of positions, float64, equals
+    the reference's G F F^T (measured: 2e-16, the sums' order), with each position in one run, so
+    the loss and the cache's G - A follow; more workers than positions leaves none idle with nothing."""
+    from losses.style import style_loss_forward as reference_loss
+    from minivgg.fast import losses as fast_losses
+    rng = np.random.default_rng(9)
+    order = channels_last_copy if last else (lambda a: a)
+    target = rng.standard_normal((1, 7, 7))
+    runs = []
+    real = fast_losses.run_workers
+    monkeypatch.setattr(fast_losses, "run_workers", lambda job, n: runs.append(n) or real(job, n))
+    for shape, workers in (((1, 7, 13, 11), 2), ((1, 7, 13, 11), 3), ((1, 7, 1, 2), 5)):
+        f = order(np.maximum(rng.standard_normal(shape), 0))
+        want, want_cache = reference_loss(f, target)
+        got, cache = fast_losses.style_loss_forward(f, target, workers=workers)
+        assert rel_error(cache.gram_diff, want_cache.gram_diff) < 1e-15 and rel_error(got, want) < 1e-15
+        assert cache.f is f and cache.scale == want_cache.scale
+    assert runs == [2, 3, 2]
+
+
 def test_an_evaluation_with_threads_runs_its_bands_on_workers_and_one_blas_thread(vgg_params, numpy_blas,
                                                                                    monkeypatch):
     """Threads on, a 3-thread BLAS: each of the 12 Winograd convs (to conv5_1) gets 3 workers, forward

@@ -3,7 +3,9 @@
 The forwards *are* the reference's (``losses.content.content_loss_forward``,
 ``losses.style.style_loss_forward``, ``losses.style.gram_matrix``; their
 ``reshape`` of a channels-last map is a view, not a copy), and so are their
-caches. The backwards are transformed three ways:
+caches; with band workers (``minivgg.fast.threads``) the Gram matrix is summed
+from each worker's share of the positions (``style_loss_forward``). The
+backwards are transformed three ways:
 
 * **memory order**: features may be channels-last (``minivgg.fast.layout``);
   each gradient comes out in the features' own order, its products reading
@@ -20,11 +22,12 @@ Shapes as in ``losses``: f, p (N, C, H, W); G, A (N, C, C); losses 0-d arrays.
 from __future__ import annotations
 
 from losses.content import ContentCache, content_loss_forward
-from losses.style import StyleCache, gram_matrix, style_loss_forward
+from losses.style import StyleCache, gram_matrix
+from losses.style import style_loss_forward as reference_style_loss_forward
 from minivgg.backend import device_of, get_array_module
 from minivgg.fast.arrays import empty
 from minivgg.fast.layout import channels_last, flat_spatial
-from minivgg.fast.threads import run_split
+from minivgg.fast.threads import run_split, run_workers
 
 __all__ = ["SPAN_BYTES", "content_loss_forward", "content_loss_backward", "gram_matrix",
            "style_loss_forward", "style_loss_backward", "span_positions"]
@@ -40,6 +43,30 @@ def content_loss_backward(cache: ContentCache, dloss=1.0, *, pool=None):
     df = empty(pool, xp, diff.shape, diff.dtype, channels_last(diff))
     xp.multiply(diff, diff.dtype.type(dloss), out=df)
     return df
+
+
+def style_loss_forward(f, target_gram, *, workers: int = 1):
+    """The reference's ``losses.style.style_loss_forward``; with ``workers`` > 1 its G = F F^T is the sum
+    of the workers' F_k F_k^T, each over its own run of positions (NumPy's BLAS on one thread each:
+    ``minivgg.fast.threads``)."""
+    gram = None if workers == 1 else _shared_gram(f, workers)
+    return reference_style_loss_forward(f, target_gram, gram=gram)
+
+
+def _shared_gram(f, workers: int):
+    """G = F F^T of f (N, C, H, W) as sum_k F_k F_k^T, F_k worker k's run of positions: (N, C, C)."""
+    xp = get_array_module(f)
+    fmat = flat_spatial(f)                                           # (N, C, M) view
+    n, c, positions = fmat.shape
+    workers = max(1, min(workers, positions))
+    cuts = [positions * k // workers for k in range(workers + 1)]
+    parts = xp.empty((workers, n, c, c), dtype=f.dtype)              # worker k's F_k F_k^T
+
+    def part(k, stop):
+        fk = fmat[:, :, cuts[k]:cuts[k + 1]]                         # (N, C, M_k)
+        xp.matmul(fk, fk.transpose(0, 2, 1), out=parts[k])
+    run_workers(part, workers)
+    return parts.sum(axis=0)
 
 
 def span_positions(f, span_bytes: int) -> int:

@@ -213,7 +213,7 @@ class FastVGG19:
         if self.pooling == "max":
             return reference_pool.max_pool2d_forward(x, 2, 2)
         if t.separable_pool:
-            return avg_pool2d_forward(x, 2, 2, pool=pool)
+            return avg_pool2d_forward(x, 2, 2, pool=pool, workers=workers)
         return reference_pool.avg_pool2d_forward(x, 2, 2)
 
     def backward(self, grads, cache: VGGCache, pool=None):
@@ -267,7 +267,7 @@ class FastVGG19:
         if self.pooling == "max":
             return reference_pool.max_pool2d_backward(dout, cache)
         if self.transforms.separable_pool:
-            return avg_pool2d_backward(dout, cache, pool=pool)
+            return avg_pool2d_backward(dout, cache, pool=pool, workers=workers)
         return reference_pool.avg_pool2d_backward(dout, cache)
 
 

@@ -15,7 +15,8 @@ differently, as the network's ``Transforms`` say:
 * always: the losses' unmasked gradients (``minivgg.fast.losses``,
   ``minivgg.fast.guided``: the walk applies the ReLU masks);
 * ``threads``: NumPy's BLAS on one thread for the whole evaluation, and the
-  style gradients' spans shared among the workers (``minivgg.fast.threads``);
+  Gram matrices' positions and the style gradients' spans shared among the
+  workers (``minivgg.fast.threads``);
 * ``deferred``: each style gradient handed to the walk as a function, made only
   when the walk reaches its layer (``FastVGG19.backward``); a guided layer's
   regions share that one gradient array.
@@ -66,7 +67,8 @@ class FastEvaluator:
                 e_l, g = style_term(t, name, feats[name], t.beta * w_l)
                 grads[name] = g + grads[name] if name in grads else g
             elif t.guides is None:
-                e_l, s_cache = fast_losses.style_loss_forward(feats[name], t.style_targets[name])
+                e_l, s_cache = fast_losses.style_loss_forward(feats[name], t.style_targets[name],
+                                                              workers=workers)
                 grads[name] = self._style_gradient(fast_losses.style_loss_backward, s_cache,
                                                    t.beta * w_l, grads.get(name), workers)
             else:
