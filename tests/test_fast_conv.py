@@ -44,18 +44,20 @@ def _err(a, b) -> float:
     return float(abs(a - b).max())
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("case", CASES)
-def test_tiny_tiles_match_naive(xp, case, tile):
+def test_tiny_tiles_match_naive(xp, case, tile, workers):
+    """Every route, its tiles on one thread or dealt to three (``minivgg.fast.threads``)."""
     n, c, h, w, o, kh, kw, s, p = case
     rng = np.random.default_rng(10)
     x, wt, b = _data(xp, rng, n, c, h, w, o, kh, kw)
-    out, cache = conv2d_forward(x, wt, b, stride=s, pad=p, max_tile_bytes=tile)
+    out, cache = conv2d_forward(x, wt, b, stride=s, pad=p, max_tile_bytes=tile, workers=workers)
     ref = conv2d_naive(x, wt, b, stride=s, pad=p)
     assert out.shape == ref.shape and out.flags.c_contiguous
     assert _err(out, ref) < 1e-12
     dout = xp.asarray(rng.standard_normal(out.shape))
-    dx, dw, db = conv2d_backward(dout, cache, weight_grads=True, max_tile_bytes=tile)
+    dx, dw, db = conv2d_backward(dout, cache, weight_grads=True, max_tile_bytes=tile, workers=workers)
     dx_ref, dw_ref, db_ref = conv2d_backward_naive(dout, x, wt, stride=s, pad=p)
     assert _err(dx, dx_ref) < 1e-12 and _err(dw, dw_ref) < 1e-12 and _err(db, db_ref) < 1e-12
 
@@ -70,9 +72,10 @@ def test_both_input_gradient_routes_match_naive(xp, case):
     dout = xp.asarray(rng.standard_normal((n, o, oh, ow)))
     dx_ref, _, _ = conv2d_backward_naive(dout, x, wt, stride=s, pad=p)
     for tile in TILES + [None]:
-        assert _err(_dx_col2im(dout, wt, x.shape, s, p, tile), dx_ref) < 1e-12
-        if s == 1 and p <= kh - 1 and p <= kw - 1:
-            assert _err(_dx_transposed_conv(dout, wt, p, tile), dx_ref) < 1e-12
+        for workers in (1, 2):                     # col2im's tiles own their rows of dx: no shared writes
+            assert _err(_dx_col2im(dout, wt, x.shape, s, p, tile, workers=workers), dx_ref) < 1e-12
+            if s == 1 and p <= kh - 1 and p <= kw - 1:
+                assert _err(_dx_transposed_conv(dout, wt, p, tile, workers=workers), dx_ref) < 1e-12
 
 
 def test_route_choice():
@@ -208,19 +211,22 @@ def test_channels_last_in_and_out(xp, case):
     assert _err(dw, conv2d_backward(dout, ref_cache, weight_grads=True)[1]) < 1e-12
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("cin,cout", [(3, 64), (64, 64), (64, 128), (256, 512)])
-def test_workspace_bytes_is_what_the_kernel_takes_from_a_pool(cin, cout):
-    """The memory model's number (``workspace_bytes``) against the pool's work buffer after a real call."""
+def test_workspace_bytes_is_what_the_kernel_takes_from_a_pool(cin, cout, workers):
+    """The memory model's number (``workspace_bytes``) against the pool's work buffer after a real call,
+    its tiles on one thread or two (a set of buffers per worker)."""
     rng = np.random.default_rng(18)
     h, w = 40, 56
     x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
     wt = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32)
     for backward in (False, True):
         pool = ArrayPool()
-        out, cache = conv2d_forward(x, wt, np.zeros(cout, np.float32), pool=None if backward else pool)
+        out, cache = conv2d_forward(x, wt, np.zeros(cout, np.float32), pool=None if backward else pool,
+                                    workers=workers)
         if backward:
-            conv2d_backward(out, cache, pool=pool)
+            conv2d_backward(out, cache, pool=pool, workers=workers)
         flipped = cin * cout * 9 * 4 if backward and uses_transposed_conv(cin, cout, 3, 3, 1, 1) else 0
         pooled = pool.nbytes - (0 if backward else out.nbytes)        # the work buffer alone
-        want = workspace_bytes(cin, cout, h, w, 4, backward=backward) - flipped
+        want = workspace_bytes(cin, cout, h, w, 4, backward=backward, workers=workers) - flipped
         assert want <= pooled <= want + 2 * 64 + 64, (backward, pooled, want)  # alignment slack only

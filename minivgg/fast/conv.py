@@ -37,12 +37,17 @@ Backward (input gradient), two exact routes, both tiled the same way:
   the kernel), and output size OH + 2(KH-1-p) - KH + 1 = H. So dx is one more
   forward convolution, reusing the tiled forward: slice *copies*, and every
   GEMM writes its rows of dx directly. Its unrolled matrix has O*KH*KW rows.
-* **Tiled col2im** (any stride and padding): per tile of output rows,
-  dcols = w.reshape(O, K).T @ dout_tile, folded onto a padded buffer of the
-  input rows the tile touched by KH*KW slice additions (each offset's slices
-  are disjoint: no fancy-index scatter), then added into dx. Neighbouring
-  tiles overlap by KH - s input rows; ``+=`` into dx sums them. Its unrolled
-  matrix has C*KH*KW rows.
+* **Tiled col2im** (any stride and padding): per tile of *dx's* rows,
+  dcols = w.reshape(O, K).T @ dout_tile over the rows of dout whose windows
+  touch them, folded onto a zeroed padded buffer by KH*KW slice additions
+  (each offset's slices are disjoint: no fancy-index scatter), whose rows the
+  tile owns are then assigned to dx. Neighbouring tiles read about KH/s rows
+  of dout twice, and no two write one row of dx. Its unrolled matrix has
+  C*KH*KW rows.
+
+Threads: ``workers`` > 1 deals the tiles out (tile i to worker i % workers,
+``minivgg.fast.threads``), each worker with tile buffers of its own, within
+1/workers of the bound (``tile_rows``), in both directions and both routes.
 
 Slice additions cost about twice slice copies, so the transposed route is
 taken when it applies and its unrolled matrix is at most twice as tall
@@ -70,7 +75,9 @@ from minivgg.conv import output_size, windows
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
 from minivgg.fast.layout import dense, flat_spatial, padded_rows, prefix_view
+from minivgg.fast.threads import run_workers
 from minivgg.fast.winograd import conv3x3 as winograd_conv3x3
+from minivgg.fast.winograd import worker_rows
 
 #: Tile sizes in bytes, per device: (floor, cap). A tile of the unrolled
 #: matrix (or of dcols in backward) is sized to twice the layer's weight matrix,
@@ -135,10 +142,33 @@ def rows_per_tile(n: int, k: int, ow: int, itemsize: int, limit_bytes: int) -> i
 
 
 def tile_rows(n: int, k: int, oh: int, ow: int, itemsize: int, weight_bytes: int, device: str,
-              max_tile_bytes: int | None = None) -> int:
-    """R for a layer: output rows per tile of the (N, K, R*OW) unrolled matrix, within ``tile_bytes``; 1..OH."""
-    limit = tile_bytes(weight_bytes, device, max_tile_bytes)
-    return min(rows_per_tile(n, k, ow, itemsize, limit), oh)
+              max_tile_bytes: int | None = None, workers: int = 1) -> int:
+    """R for a layer: output rows per tile of the (N, K, R*OW) unrolled matrix, within ``tile_bytes``
+    (split among ``workers``, each with a tile of its own); 1..OH. With several workers (dealt tiles
+    k, k + workers, ...) R is then the largest within that bound that gives no worker more than
+    ceil(OH / workers) rows (Winograd's rule for its bands: ``minivgg.fast.winograd.band_rows``)."""
+    limit = tile_bytes(weight_bytes, device, max_tile_bytes) // max(1, workers)
+    rows = min(rows_per_tile(n, k, ow, itemsize, limit), oh)
+    if workers > 1:
+        rows = max(r for r in range(1, rows + 1) if worker_rows(oh, r, workers) == -(-oh // workers))
+    return rows
+
+
+def col2im_rows(stride: int, kh: int, rows: int) -> tuple[int, int]:
+    """(RY, RO) for col2im's tiles of dx rows: RY rows of dx per tile, read from at most RO rows of
+    dout (the output rows whose windows touch them), RO <= ``rows`` where RY can be at least 1."""
+    ry = max(1, stride * (rows - 1) - kh + 2)
+    return ry, (ry + kh - 2) // stride + 1
+
+
+def _dealt(tiles, workers: int, job) -> None:
+    """job(k, tile) for each tile, tile i to worker i % ``workers`` (``run_workers``); returns when all are done."""
+    def run(k, stop):
+        for tile in tiles[k::workers]:
+            if stop.is_set():
+                return
+            job(k, tile)
+    run_workers(run, workers)
 
 
 def tile_work_sizes(n: int, c: int, kh: int, kw: int, stride: int, rows: int, ow: int, wp: int) -> tuple:
@@ -148,15 +178,21 @@ def tile_work_sizes(n: int, c: int, kh: int, kw: int, stride: int, rows: int, ow
 
 
 def workspace_bytes(cin: int, cout: int, h: int, w: int, itemsize: int, device: str = "cpu",
-                    backward: bool = False) -> int:
+                    backward: bool = False, workers: int = 1) -> int:
     """Bytes a 3x3, stride-1, pad-1 conv (C_in -> C_out, an h x w map, batch 1) allocates besides its
-    output: one tile's work arrays, and in the backward on the transposed route the flipped weights."""
+    output: a tile's work arrays per worker that gets a tile, and in the backward on the transposed
+    route the flipped weights (col2im's tiles: ``col2im_rows``)."""
     weight_bytes = cin * cout * 9 * itemsize
-    c, extra = cin, 0
-    if backward and uses_transposed_conv(cin, cout, 3, 3, 1, 1):   # a forward conv of dout: C_out channels in
+    c, extra, transposed = cin, 0, uses_transposed_conv(cin, cout, 3, 3, 1, 1)
+    if backward and transposed:                                     # a forward conv of dout: C_out channels in
         c, extra = cout, weight_bytes
-    rows = tile_rows(1, c * 9, h, w, itemsize, weight_bytes, device)
-    return sum(tile_work_sizes(1, c, 3, 3, 1, rows, w, w + 2)) * itemsize + extra
+    rows = tile_rows(1, c * 9, h, w, itemsize, weight_bytes, device, workers=workers)
+    tiles = -(-h // rows)
+    if backward and not transposed:
+        ry, rows = col2im_rows(1, 3, rows)
+        tiles = -(-h // ry)
+    used = max(1, min(workers, tiles))                              # workers that get a tile
+    return sum(tile_work_sizes(1, c, 3, 3, 1, rows, w, w + 2)) * itemsize * used + extra
 
 
 def _tiles(oh: int, rows: int):
@@ -176,50 +212,63 @@ def _unroll(xt, kh: int, kw: int, stride: int, rows: int, ow: int, cols):
     return cols
 
 
-def _unrolled_tiles(x, kh: int, kw: int, stride: int, ph: int, pw: int, rows: int, pool=None):
-    """(i0, i1, cols) for each block of output rows i0..i1: cols (N, K, R*OW) is the block's im2col.
+def _unrolled_tile(x, kh: int, kw: int, stride: int, ph: int, pw: int, i0: int, i1: int, cols_flat, xt_flat):
+    """cols (N, K, R*OW): the im2col of output rows i0..i1 of x (N, C, H, W), zero-padded by ph rows
+    and pw columns, made in two flat work buffers (the padded input rows, ``xt_flat``, and the
+    unrolled matrix, ``cols_flat``: ``tile_work_sizes``)."""
+    n, c, h, wd = x.shape
+    ow = output_size(h + 2 * ph, wd + 2 * pw, kh, kw, stride, 0)[1]
+    r = i1 - i0
+    ri = stride * (r - 1) + kh
+    xt = padded_rows(x, stride * i0 - ph, stride * i0 - ph + ri, pw,
+                     prefix_view(xt_flat, (n, c, ri, wd + 2 * pw)))  # (N, C, RI, WP)
+    cols = _unroll(xt, kh, kw, stride, r, ow, prefix_view(cols_flat, (n, c, kh, kw, r, ow)))
+    return cols.reshape(n, c * kh * kw, r * ow)
 
-    x: (N, C, H, W); ph, pw: zero padding of rows and columns. The padded input
-    rows and the unrolled matrix live in two buffers sized for ``rows`` output
-    rows and reused from block to block (a block's cols is overwritten by the next).
-    """
+
+def _unrolled_tiles(x, kh: int, kw: int, stride: int, ph: int, pw: int, rows: int, pool=None):
+    """(i0, i1, cols) for each block of output rows i0..i1: cols (N, K, R*OW) is the block's im2col,
+    in two buffers sized for ``rows`` output rows and reused from block to block (a block's cols is
+    overwritten by the next). x: (N, C, H, W); ph, pw: zero padding of rows and columns."""
     xp = get_array_module(x)
     n, c, h, wd = x.shape
     oh, ow = output_size(h + 2 * ph, wd + 2 * pw, kh, kw, stride, 0)  # padded on each side by ph, pw
-    k = c * kh * kw
     cols_flat, xt_flat = work(pool, xp, tile_work_sizes(n, c, kh, kw, stride, rows, ow, wd + 2 * pw),
                               x.dtype)                              # one tile of each, reused
     for i0, i1 in _tiles(oh, rows):
-        r = i1 - i0
-        ri = stride * (r - 1) + kh
-        xt = padded_rows(x, stride * i0 - ph, stride * i0 - ph + ri, pw,
-                         prefix_view(xt_flat, (n, c, ri, wd + 2 * pw)))  # (N, C, RI, WP)
-        cols = _unroll(xt, kh, kw, stride, r, ow, prefix_view(cols_flat, (n, c, kh, kw, r, ow)))
-        yield i0, i1, cols.reshape(n, k, r * ow)
+        yield i0, i1, _unrolled_tile(x, kh, kw, stride, ph, pw, i0, i1, cols_flat, xt_flat)
 
 
 def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=None,
-                relu: bool = False, max_tile_bytes: int | None = None, pool=None):
+                relu: bool = False, max_tile_bytes: int | None = None, pool=None, workers: int = 1):
     """out[n] = w2 @ im2col(x[n]) (+ b, then max(., 0) if relu), R output rows at a time.
 
     x: (N, C, H, W); w2: (O, K) with K = C*KH*KW ordered (c, u, v); ph, pw:
     zero padding of rows and columns (>= 0); out: (N, O, OH*OW), written in
     place (every element) and returned, in either memory order (a transposed
-    ``out`` is the same BLAS call); b: (O,) or None.
+    ``out`` is the same BLAS call); b: (O,) or None. ``workers``: threads the
+    tiles are dealt to (``minivgg.fast.threads``), each with buffers of its own.
     """
     xp = get_array_module(x, w2)
-    n, _, h, wd = x.shape
+    n, c, h, wd = x.shape
     o, k = w2.shape
     oh, ow = output_size(h + 2 * ph, wd + 2 * pw, kh, kw, stride, 0)  # padded on each side by ph, pw
-    rows = tile_rows(n, k, oh, ow, x.dtype.itemsize, w2.nbytes, device_of(x), max_tile_bytes)
+    rows = tile_rows(n, k, oh, ow, x.dtype.itemsize, w2.nbytes, device_of(x), max_tile_bytes, workers)
+    tiles = _tiles(oh, rows)
+    workers = max(1, min(workers, len(tiles)))
+    flat = work(pool, xp, tile_work_sizes(n, c, kh, kw, stride, rows, ow, wd + 2 * pw) * workers, x.dtype)
     bias = None if b is None else b.reshape(o, 1)                   # (O, 1)
-    for i0, i1, cols in _unrolled_tiles(x, kh, kw, stride, ph, pw, rows, pool):
+
+    def tile(k_worker, rows_i):
+        i0, i1 = rows_i
+        cols = _unrolled_tile(x, kh, kw, stride, ph, pw, i0, i1, *flat[2 * k_worker:2 * k_worker + 2])
         out_tile = out[:, :, i0 * ow:i1 * ow]                       # (N, O, R*OW) view
         xp.matmul(w2, cols, out=out_tile)                           # (O, K) @ (N, K, R*OW)
         if bias is not None:
             out_tile += bias
         if relu:
             xp.maximum(out_tile, 0, out=out_tile)
+    _dealt(tiles, workers, tile)
     return out
 
 
@@ -241,7 +290,7 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
     ``channels_last``: lay out the output's memory as (N, OH, OW, O) (True) or
     in C order (False); by default as x's (``minivgg.fast.layout.channels_last``).
     ``pool``: an ``ArrayPool`` for the output and the tiles, or None.
-    ``workers``: threads that share Winograd's bands (``minivgg.fast.threads``); im2col ignores it.
+    ``workers``: threads that share Winograd's bands or im2col's tiles (``minivgg.fast.threads``).
     """
     xp = get_array_module(x, w, b)
     n, c, h, wd = x.shape
@@ -260,7 +309,7 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
     out = empty(pool, xp, (n, o, oh, ow), x.dtype, channels_last=layout)  # (N, O, OH, OW)
     w2 = w.reshape(o, c * kh * kw)                                  # (O, K)
     _conv_tiled(x, w2, kh, kw, stride, pad, pad, flat_spatial(out), b=b, relu=relu,
-                max_tile_bytes=max_tile_bytes, pool=pool)
+                max_tile_bytes=max_tile_bytes, pool=pool, workers=workers)
     return out, Conv2dCache(x, w, stride, pad)
 
 
@@ -269,7 +318,7 @@ def uses_transposed_conv(c: int, o: int, kh: int, kw: int, stride: int, pad: int
     return stride == 1 and pad <= kh - 1 and pad <= kw - 1 and o <= 2 * c
 
 
-def _dx_transposed_conv(dout, w, pad: int, max_tile_bytes: int | None = None, pool=None):
+def _dx_transposed_conv(dout, w, pad: int, max_tile_bytes: int | None = None, pool=None, workers: int = 1):
     """dx = conv(dout, w_t, padding (KH-1-p, KW-1-p)), w_t[c,o,u,v] = w[o,c,KH-1-u,KW-1-v]; stride 1 only.
 
     dout: (N, O, OH, OW) contiguous, w: (O, C, KH, KW) -> dx: (N, C, H, W) with
@@ -284,14 +333,20 @@ def _dx_transposed_conv(dout, w, pad: int, max_tile_bytes: int | None = None, po
     w_t2 = xp.ascontiguousarray(w_t).reshape(c, o * kh * kw)        # (C, O*KH*KW)
     dx = xp.empty((n, c, h, wd), dtype=dout.dtype)                  # (N, C, H, W)
     _conv_tiled(dout, w_t2, kh, kw, 1, kh - 1 - pad, kw - 1 - pad, flat_spatial(dx),
-                max_tile_bytes=max_tile_bytes, pool=pool)
+                max_tile_bytes=max_tile_bytes, pool=pool, workers=workers)
     return dx
 
 
-def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | None = None, pool=None):
-    """dx = col2im(w.reshape(O, K).T @ dout), R output rows at a time; any stride and padding.
+def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | None = None, pool=None,
+               workers: int = 1):
+    """dx = col2im(w.reshape(O, K).T @ dout), RY rows of dx at a time; any stride and padding.
 
     dout: (N, O, OH, OW) contiguous, w: (O, C, KH, KW) -> dx: x_shape (N, C, H, W).
+    Each tile owns its rows of dx: it multiplies the rows of dout whose windows
+    touch them (``col2im_rows``: the tiles' reads overlap by about KH/s rows,
+    under 2% more product at conv1_1), folds them onto a zeroed padded buffer
+    and *assigns* its rows. So no two tiles write one row, and ``workers``
+    threads can share the tiles (``minivgg.fast.threads``), each with buffers of its own.
     """
     xp = get_array_module(dout, w)
     n, c, h, wd = x_shape
@@ -300,26 +355,38 @@ def _dx_col2im(dout, w, x_shape, stride: int, pad: int, max_tile_bytes: int | No
     k = c * kh * kw
     w2t = w.reshape(o, k).T                                         # (K, O)
     dout3 = flat_spatial(dout)                                      # (N, O, OH*OW), either order
-    rows = tile_rows(n, k, oh, ow, dout.dtype.itemsize, w2t.nbytes, device_of(dout), max_tile_bytes)
+    rows = tile_rows(n, k, oh, ow, dout.dtype.itemsize, w2t.nbytes, device_of(dout), max_tile_bytes, workers)
+    ry, ro = col2im_rows(stride, kh, rows)
+    tiles = _tiles(h, ry)
+    workers = max(1, min(workers, len(tiles)))
     wp = wd + 2 * pad
-    dcols_flat, dxt_flat = work(pool, xp, tile_work_sizes(n, c, kh, kw, stride, rows, ow, wp), dout.dtype)
-    dx = xp.zeros(x_shape, dtype=dout.dtype)                        # (N, C, H, W)
-    for i0, i1 in _tiles(oh, rows):
-        r = i1 - i0
-        ri = stride * (r - 1) + kh
+    flat = work(pool, xp, tile_work_sizes(n, c, kh, kw, stride, ro, ow, wp) * workers, dout.dtype)
+    dx = xp.empty(x_shape, dtype=dout.dtype)                        # (N, C, H, W): every row assigned
+
+    def tile(k_worker, rows_y):
+        y0, y1 = rows_y
+        i0 = max(0, -(-(y0 + pad - kh + 1) // stride))              # the output rows whose windows
+        i1 = min(oh, (y1 - 1 + pad) // stride + 1)                  # touch rows y0..y1 of x
+        if i1 <= i0:                                                # none (rows the floor dropped)
+            dx[:, :, y0:y1] = 0
+            return
+        dcols_flat, dxt_flat = flat[2 * k_worker:2 * k_worker + 2]
+        r, ri = i1 - i0, stride * (i1 - i0 - 1) + kh
         dcols = prefix_view(dcols_flat, (n, k, r * ow))             # (N, K, R*OW)
         xp.matmul(w2t, dout3[:, :, i0 * ow:i1 * ow], out=dcols)     # (K, O) @ (N, O, R*OW)
         dcols = dcols.reshape(n, c, kh, kw, r, ow)                  # (N, C, KH, KW, R, OW)
-        dxt = prefix_view(dxt_flat, (n, c, ri, wp))                 # (N, C, RI, WP)
+        dxt = prefix_view(dxt_flat, (n, c, ri, wp))                 # (N, C, RI, WP): padded rows r0..r0+RI
         dxt[...] = 0
         fields = windows(dxt, (kh, kw), (stride, stride), (r, ow))  # (KH, KW, N, C, R, OW) view
         for u in range(kh):
             for v in range(kw):
                 fields[u, v] += dcols[:, :, u, v]                   # (N, C, R, OW), one offset at a time
-        r0 = stride * i0 - pad                                      # first padded row, in x's rows
-        lo, hi = min(max(r0, 0), h), max(min(r0 + ri, h), 0)
-        if hi > lo:
-            dx[:, :, lo:hi] += dxt[:, :, lo - r0:hi - r0, pad:pad + wd]  # (N, C, hi-lo, W)
+        r0 = stride * i0 - pad                                      # dxt's first row, in x's rows
+        lo, hi = max(y0, r0), min(y1, r0 + ri)                      # y0 <= lo < hi <= y1
+        dx[:, :, y0:lo] = 0
+        dx[:, :, lo:hi] = dxt[:, :, lo - r0:hi - r0, pad:pad + wd]  # (N, C, hi-lo, W)
+        dx[:, :, hi:y1] = 0
+    _dealt(tiles, workers, tile)
     return dx
 
 
@@ -362,9 +429,9 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
         dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes, pool=pool,
                               workers=workers)
     elif uses_transposed_conv(c, o, kh, kw, stride, pad):
-        dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool)
+        dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool, workers)
     else:
-        dx = _dx_col2im(dout, w, x_shape, stride, pad, max_tile_bytes, pool)
+        dx = _dx_col2im(dout, w, x_shape, stride, pad, max_tile_bytes, pool, workers)
     assert dx.shape == x_shape
     if not weight_grads:
         return dx, None, None

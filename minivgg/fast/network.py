@@ -23,7 +23,7 @@ cache (``VGGCache``). What changes is how each step runs, one switch of
 * ``inplace``: in the backward, gradients the walk owns are updated in place;
 * ``deferred``: a gradient given as a function is made only when the walk
   reaches its tap (the evaluator gives functions only when on);
-* ``threads``: on the CPU, each Winograd convolution's bands shared among
+* ``threads``: on the CPU, each Winograd convolution's bands (and conv1_1's im2col tiles) shared among
   worker threads, NumPy's BLAS on one thread for the evaluation
   (``minivgg.fast.threads``; ``workers`` opens that setting);
 * ``lean``: the memory-lean mode (``minivgg.fast.lean``): of the layers that
@@ -84,15 +84,15 @@ def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsiz
     """Bytes conv ``name`` allocates besides its output, forward or backward, on an h x w map (batch 1).
 
     Asks the kernel that runs the layer: Winograd's band temporaries, one set per band
-    worker (the backward is the same transform from C_out to C_in channels) or tiled im2col's tile, its
-    padded rows and, on the transposed-conv route, the flipped weights. The memory model
+    worker (the backward is the same transform from C_out to C_in channels) or tiled im2col's tile and
+    its padded rows, one set per worker, and, on the transposed-conv route, the flipped weights. The memory model
     (``minivgg.memory``) calls this instead of re-deriving tile sizes.
     """
     m = conv_route(name, conv)
     if m is not None:
         cin, cout = (cout, cin) if backward else (cin, cout)
         return winograd_temporary_bytes(cin, cout, h, w, m, itemsize, device, workers)
-    return im2col_workspace_bytes(cin, cout, h, w, itemsize, device, backward=backward)
+    return im2col_workspace_bytes(cin, cout, h, w, itemsize, device, backward=backward, workers=workers)
 
 
 def pooled_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
@@ -143,12 +143,14 @@ class FastVGG19:
 
     @property
     def band_workers(self) -> int:
-        """Threads the Winograd bands would go to in an evaluation now (``workers``; the memory model's)."""
+        """Threads the Winograd bands (and conv1_1's im2col tiles) would go to in an evaluation now
+        (``workers``; the memory model's)."""
         return blas_thread_count() if self._threaded else 1
 
     def workers(self):
         """A context manager: within it NumPy's BLAS has one thread and the Winograd bands go to the
-        number of workers it yields (``minivgg.fast.threads``); 1, and no change, with ``threads``
+        number of workers it yields (``minivgg.fast.threads``), and so do the im2col tiles of a conv
+        Winograd does not take (conv1_1); 1, and no change, with ``threads``
         off or on the GPU. ``forward`` and ``backward`` enter it; the evaluator holds it around a
         whole evaluation, so the losses between them run on one BLAS thread too. Without Winograd
         there are no bands to share: 1, and the BLAS keeps its threads for im2col's products."""
