@@ -286,13 +286,15 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         mark = size[name] * s + cprev * hprev * wprev * s + kept_work
         mark += work(name, cin, cout, h, w, True) - pooled_work(name, cin, cout, h, w, True)
         if lean and name.startswith("conv") and name not in taps:
-            mark += fast_lean.workspace_bytes((1, cout, h, w), backward=True)     # the mask unpacked
+            mark += fast_lean.workspace_bytes((1, cout, h, w), backward=True, device=device,
+                                                workers=workers)  # a span of the mask unpacked
         if name in style_layers and (style_loss == "gram" or engine == "reference"):
             mark = max(mark, 2 * size[name] * s)                     # dout and the new gradient (or the sum)
         marks.append((held, mark))
         if lean and name.startswith("conv"):                         # its forward: in, out, mask, tiles
             marks.append((0, cprev * hprev * wprev * s + size[name] * s
-                          + fast_lean.workspace_bytes((1, cout, h, w)) + work(name, cin, cout, h, w, False)))
+                          + fast_lean.workspace_bytes((1, cout, h, w), device=device, workers=workers)
+                          + work(name, cin, cout, h, w, False)))
     held, transient = max(marks, key=sum)
     evaluation = MemoryEstimate(baseline, activations, held, transient, opt, "evaluation")
 

@@ -28,6 +28,29 @@ def test_packed_mask_is_relus_own(xp, shape):
         assert got.flags.c_contiguous == order(dout).flags.c_contiguous  # the gradient keeps its order
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_spans_on_workers_give_the_same_bits_and_gradient(monkeypatch, workers):
+    """Packed and unpacked 16 elements at a time (spans end mid-byte of no array: 16 is 2 bytes), the
+    spans on one thread or three, a gradient arriving in either memory order, in place or not."""
+    from minivgg.fast import lean
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 6, 7, 5))                             # 210 elements: a short last span
+    dout = rng.standard_normal(x.shape)
+    for order in (lambda a: a, channels_last_copy):
+        out, cache = relu_forward(order(x))
+        whole = pack_relu(out)
+        monkeypatch.setattr(lean, "MASK_SPAN", 16)
+        spans = pack_relu(out, workers=workers)
+        assert np.array_equal(spans.bits, whole.bits)
+        want = relu_backward(dout, cache)
+        for given in (dout, channels_last_copy(dout)):
+            assert float(abs(packed_relu_backward(given, spans, workers=workers) - want).max()) == 0.0
+            mine = given.copy(order="K")
+            got = packed_relu_backward(mine, spans, out=mine, workers=workers)
+            assert got is mine and float(abs(got - want).max()) == 0.0
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_lean_objective_equals_the_normal_one(pooling):
     """The whole objective, float64, synthetic weights: same losses and gradient; fewer arrays kept."""

@@ -210,7 +210,7 @@ class FastVGG19:
                 release(pool, conv_out)                # read once: nothing keeps it
             if t.lean:                     # the input's memory goes with the next layer; bits for the mask
                 conv_cache = conv_cache.without_input()
-                relu_cache = relu_cache if name in taps else pack_relu(out)
+                relu_cache = relu_cache if name in taps else pack_relu(out, workers=workers)
             return out, (conv_cache, relu_cache)
         if self.pooling == "max":
             return reference_pool.max_pool2d_forward(x, 2, 2)
@@ -262,7 +262,7 @@ class FastVGG19:
         if name.startswith("conv"):
             conv_cache, relu_cache = cache
             if isinstance(relu_cache, PackedReluCache):
-                dout = packed_relu_backward(dout, relu_cache, out=dout if owned else None)
+                dout = packed_relu_backward(dout, relu_cache, out=dout if owned else None, workers=workers)
             else:
                 dout = _relu_backward(dout, relu_cache, dout if owned else None, workers)
             return conv2d_backward(dout, conv_cache, pool=pool, workers=workers)[0]
