@@ -61,11 +61,39 @@ def test_channels_last_features_give_the_reference_values_in_their_own_order(xp,
         assert all(g.flags.c_contiguous == feats.flags.c_contiguous for g in grads)
 
 
-def test_the_forwards_are_the_references_and_read_channels_last_features_without_a_copy(xp):
-    """The fast tier imports the reference's forwards and caches instead of copying them: their
-    reshape of a channels-last map to (N, C, H*W) is a view (H and W stay adjacent in memory)."""
+def test_the_forwards_are_the_references_and_read_channels_last_features_without_a_copy(xp, monkeypatch):
+    """The fast tier imports the reference's forwards and caches instead of copying them (the style
+    forward calls the reference's, handing it G summed by the workers when there are several):
+    their reshape of a channels-last map to (N, C, H*W) is a view (H and W stay adjacent in memory)."""
     assert fast.content_loss_forward is reference.content_loss_forward
-    assert fast.style_loss_forward is reference.style_loss_forward
     assert fast.gram_matrix is reference.gram_matrix
-    f = channels_last_copy(_features(xp, np.random.default_rng(7))[0])
+    f, _, a = _features(xp, np.random.default_rng(7))
+    f = channels_last_copy(f)
     assert xp.shares_memory(f.reshape(1, 6, 35), f)
+    calls = []
+    monkeypatch.setattr(fast, "reference_style_loss_forward",
+                        lambda *args, **kwargs: calls.append(kwargs) or reference.style_loss_forward(*args, **kwargs))
+    want, ref = reference.style_loss_forward(f, a)
+    for workers in (1, 3):
+        got, cache = fast.style_loss_forward(f, a, workers=workers)
+        assert type(cache) is type(ref) and cache.f is f and cache.scale == ref.scale
+        assert rel_error(got, want) < 1e-14 and rel_error(cache.gram_diff, ref.gram_diff) < 1e-14
+    assert calls[0]["gram"] is None and calls[1]["gram"].shape == (1, 6, 6)
+
+
+@pytest.mark.parametrize("span_bytes", [None, 4 * 6 * 8])
+def test_the_style_gradient_added_into_a_given_one(xp, monkeypatch, span_bytes):
+    """``into``: the style gradient added in place to the walk's gradient, span by span through a
+    buffer per worker, equals making it whole and adding it, in either memory order."""
+    if span_bytes is not None:
+        monkeypatch.setattr(fast, "SPAN_BYTES", span_bytes)
+    rng = np.random.default_rng(8)
+    f, _, a = _features(xp, rng)
+    arriving = xp.asarray(rng.standard_normal(f.shape))
+    for order in (lambda x: x, channels_last_copy):
+        _, cache = fast.style_loss_forward(order(f), a)
+        want = fast.style_loss_backward(cache, 3.0) + arriving
+        for workers in (1, 2):
+            into = order(arriving).copy(order="K")
+            got = fast.style_loss_backward(cache, 3.0, workers=workers, into=into)
+            assert got is into and rel_error(got, want) < 1e-15

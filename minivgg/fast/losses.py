@@ -27,7 +27,7 @@ from losses.style import style_loss_forward as reference_style_loss_forward
 from minivgg.backend import device_of, get_array_module
 from minivgg.fast.arrays import empty
 from minivgg.fast.layout import channels_last, flat_spatial
-from minivgg.fast.threads import run_split, run_workers
+from minivgg.fast.threads import run_workers
 
 __all__ = ["SPAN_BYTES", "content_loss_forward", "content_loss_backward", "gram_matrix",
            "style_loss_forward", "style_loss_backward", "span_positions"]
@@ -76,7 +76,7 @@ def span_positions(f, span_bytes: int) -> int:
     return max(1, span_bytes // (c * f.dtype.itemsize)) if device_of(f) == "cpu" else h * w
 
 
-def style_loss_backward(cache: StyleCache, dloss=1.0, *, workers: int = 1):
+def style_loss_backward(cache: StyleCache, dloss=1.0, *, workers: int = 1, into=None):
     """dloss * (G - A) F / (N_l^2 M_l^2), unmasked, in F's memory order (plain memory: a gradient).
 
     cache: the reference's (``losses.style.style_loss_forward``). Channels-last,
@@ -86,18 +86,38 @@ def style_loss_backward(cache: StyleCache, dloss=1.0, *, workers: int = 1):
     OpenBLAS at 512 x 512, whole, the two threads' buffers held 33 MB more at the
     evaluation's peak). On the GPU it is one product, one launch. ``workers``: threads
     that share the spans (``minivgg.fast.threads``; the caller gave the BLAS one thread).
+    ``into``: a gradient of f's shape to add this one to, in place (and return): each
+    span's product then goes through a span-sized buffer per worker, in cache, instead
+    of a whole new gradient that the caller adds in a pass of its own.
     """
     f, gram_diff, scale = cache
     xp = get_array_module(f)
     scaled = gram_diff * gram_diff.dtype.type(scale * dloss)       # (N, C, C)
-    df = empty(None, xp, f.shape, scaled.dtype, channels_last=channels_last(f))  # f's order
-    fmat, dfmat = flat_spatial(f), flat_spatial(df)                # (N, C, M) views
+    fmat = flat_spatial(f)                                          # (N, C, M) view
+    n, c, m = fmat.shape
     span = span_positions(f, SPAN_BYTES)
-    starts = range(0, fmat.shape[2], span)
+    starts = range(0, m, span)
+    workers = max(1, min(workers, len(starts)))
+    if into is None:
+        df = empty(None, xp, f.shape, scaled.dtype, channels_last=channels_last(f))  # f's order
+        spans = [None] * workers
+    else:
+        df = into
+        spans = [flat_spatial(empty(None, xp, (n, c, 1, min(span, m)), scaled.dtype,
+                                    channels_last=channels_last(f))) for _ in range(workers)]  # (N, C, span)
+    dfmat = flat_spatial(df)                                        # (N, C, M) view
 
-    def spans(lo, hi):
-        for k0 in starts[lo:hi]:
-            xp.matmul(scaled, fmat[:, :, k0:k0 + span], out=dfmat[:, :, k0:k0 + span])  # (C, C) @ (C, span)
-    run_split(spans, len(starts), workers)
+    def run(k, stop):
+        for k0 in starts[k::workers]:
+            if stop.is_set():
+                return
+            cols = slice(k0, k0 + span)
+            if spans[k] is None:
+                xp.matmul(scaled, fmat[:, :, cols], out=dfmat[:, :, cols])  # (C, C) @ (C, span)
+            else:
+                part = spans[k][:, :, :min(span, m - k0)]
+                xp.matmul(scaled, fmat[:, :, cols], out=part)
+                dfmat[:, :, cols] += part
+    run_workers(run, workers)
     assert df.shape == f.shape
     return df

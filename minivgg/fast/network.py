@@ -41,8 +41,6 @@ channels-last memory reads with a stride of C floats.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from minivgg import pool as reference_pool
 from minivgg.architecture import layer_index
 from minivgg.backend import get_array_module
@@ -221,13 +219,15 @@ class FastVGG19:
     def backward(self, grads, cache: VGGCache, pool=None):
         """dx for the loss whose gradient at tap t is ``grads[t]``; as ``ReferenceVGG19.backward``.
 
-        A ``grads[t]`` may also be a function of no arguments that returns a fresh
+        A ``grads[t]`` may also be a function ``make(into=None)`` that returns a fresh
         array: it is called when the walk reaches t, so that gradient only exists
         from then on (the evaluator passes its style gradients so, with ``deferred``:
-        at 512 x 512 that keeps conv1_1's and conv2_1's out of the walk's peak).
-        grads' arrays are not modified; with ``inplace``, gradients the walk made
-        itself (or a function made) are updated in place, which saves a full-size
-        temporary per ReLU and per tap. ``pool``: the tiles come from its work buffer.
+        at 512 x 512 that keeps conv1_1's and conv2_1's out of the walk's peak); with
+        ``inplace``, where the walk's gradient arriving at t is its own, it is called
+        with ``into=`` that gradient and adds to it in place instead (no full-size array
+        made at all). grads' arrays are not modified; with ``inplace``, gradients the
+        walk made itself (or a function made) are updated in place, which saves a
+        full-size temporary per ReLU and per tap. ``pool``: the tiles come from its work buffer.
         """
         inplace = self.transforms.inplace
         given = [g for g in grads.values() if not callable(g)]     # the caller's: read, never written
@@ -239,6 +239,10 @@ class FastVGG19:
             return inplace and ours(a)
 
         def join(dout, g):                                         # dout + g, in place where one is ours
+            if callable(g):                                        # a gradient not made yet
+                if owned(dout):
+                    return g(into=dout)
+                g = g()
             if owned(dout):
                 dout += g
                 return dout
@@ -248,13 +252,14 @@ class FastVGG19:
             return dout + g
 
         def layer_backward(name, dout, layer_cache):
+            dout = dout() if callable(dout) else dout              # the deepest tap's, made now
             dx = self._layer_backward(name, dout, layer_cache, owned(dout), pool, workers)
             if ours(dout):
                 release(pool, dout)                                # the walk's own, and read
             return dx
 
         with self.workers() as workers:
-            dx = backward_walk(_Deferred(grads), cache, layer_backward, join)
+            dx = backward_walk(grads, cache, layer_backward, join)
         return dx.copy() if pool is not None and pool.owns(dx) else dx
 
     def _layer_backward(self, name: str, dout, cache, owned: bool, pool, workers: int = 1):
@@ -282,23 +287,3 @@ def _relu_backward(dout, cache: ReluCache, out, workers: int):
     run_split(lambda lo, hi: relu_backward(dout[:, :, lo:hi], ReluCache(cache.out[:, :, lo:hi]),
                                            out=out[:, :, lo:hi]), dout.shape[2], workers)
     return out
-
-
-class _Deferred(Mapping):
-    """grads read through: a value that is a function is called when read (the walk reads each tap once)."""
-
-    def __init__(self, grads):
-        self._grads = grads
-
-    def __getitem__(self, name):
-        g = self._grads[name]
-        return g() if callable(g) else g
-
-    def __contains__(self, name) -> bool:        # Mapping's own would call the function
-        return name in self._grads
-
-    def __iter__(self):
-        return iter(self._grads)
-
-    def __len__(self) -> int:
-        return len(self._grads)

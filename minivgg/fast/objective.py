@@ -86,11 +86,19 @@ class FastEvaluator:
 
     def _style_gradient(self, backward, cache, scale: float, other=None, workers: int = 1):
         """beta w_l dE_l/dF_l = backward(cache, scale) (plus ``other``, the content gradient when
-        the layer is also a content layer): with ``deferred`` a function the walk calls when it
-        reaches the layer (a gradient the size of the layer's features exists only from then
-        on), else the array itself. ``workers``: threads sharing its spans (``threads``)."""
-        def make():
-            g = backward(cache, scale, workers=workers)            # (1, C, h, w), a fresh array
+        the layer is also a content layer): with ``deferred`` a function ``make(into=None)`` the
+        walk calls when it reaches the layer (a gradient the size of the layer's features exists
+        only from then on; given ``into``, the walk's own gradient there, it adds to that in
+        place instead, ``fast_losses.style_loss_backward``'s ``into``), else the array itself.
+        ``workers``: threads sharing its spans (``threads``)."""
+        def make(into=None):
+            if into is not None and backward is fast_losses.style_loss_backward:
+                g = backward(cache, scale, workers=workers, into=into)
+            else:
+                g = backward(cache, scale, workers=workers)            # (1, C, h, w), a fresh array
+                if into is not None:
+                    into += g
+                    g = into
             if other is not None:
                 g += other
             return g
