@@ -85,7 +85,9 @@ def test_average_pooling_reports_its_row_sums(shape, kernel, stride, last):
     if stride == kernel:
         assert want <= pool.nbytes <= want + _work_slack(1)
     else:
-        assert pool.nbytes == 0 and want <= taken - dx.nbytes <= want + 4096  # the share; some bookkeeping
+        # the share; the strided += goes through ufunc buffers, and the interpreter's cells for the
+        # row-block closure of the other branch (about 0.4 kB) count too
+        assert pool.nbytes == 0 and want <= taken - dx.nbytes <= want + UFUNC_SLACK
 
 
 @pytest.mark.parametrize("kind", ["avg", "max"])
