@@ -10,7 +10,8 @@ from gradcheck import channels_last_copy, rel_error, to_np
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
 from minivgg.fast.conv import conv2d_backward, conv2d_forward
 from minivgg.fast.layout import channels_last
-from minivgg.fast.winograd import conv3x3, flip_map, plans, prepare, toom_cook
+from minivgg.fast.toom_cook import flip_map, plans, toom_cook
+from minivgg.fast.winograd import conv3x3, prepare
 from minivgg.architecture import CONV_SHAPES
 from minivgg.vgg import VGG19
 
