@@ -183,7 +183,8 @@ def run_ours(case: dict) -> dict:
         pooling="avg", device=device, optimizer="lbfgs" if lbfgs else None, maxcor=case["maxcor"],
         conv="winograd" if engine == "reference" else net.fast.conv, engine=engine,
         lean=engine == "fast" and net.fast.lean, style_loss=style_loss,
-        workers=net.fast.band_workers if engine == "fast" else 1)
+        workers=net.fast.band_workers if engine == "fast" else 1,
+        separable=engine == "fast" and net.fast.transforms.separable_winograd)
     row["conv"] = conv or net.fast.conv
     if case.get("switch"):
         row["switch"] = case["switch"]

@@ -94,6 +94,7 @@ from minivgg.conv import workspace_bytes as reference_workspace_bytes
 from minivgg.fast import lean as fast_lean, winograd
 from minivgg.fast import pooling as fast_pooling
 from minivgg.fast.network import conv_workspace_bytes, pooled_workspace_bytes, winograd_tile
+from minivgg.fast.transforms import Transforms
 
 #: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
 #: imported (measured: 38 MB), with a little room for the caller's own modules.
@@ -124,11 +125,11 @@ class MemoryEstimate(NamedTuple):
 
 
 def _conv_work(name: str, cin: int, cout: int, h: int, w: int, s: int, device: str, conv: str,
-               engine: str, backward: bool, workers: int = 1) -> int:
+               engine: str, backward: bool, workers: int = 1, separable: bool = False) -> int:
     """Bytes of conv ``name``'s work arrays, as the engine that runs it reports them."""
     if engine == "reference":
         return reference_workspace_bytes(cin, cout, h, w, s)
-    return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers)
+    return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers, separable)
 
 
 def _pool_work(x_shape, s: int, pooling_kind: str, engine: str, backward: bool, workers: int = 1) -> int:
@@ -175,7 +176,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
                     optimizer: str | None = "lbfgs", maxcor: int = 20, iterations: int | None = None,
                     device: str = "cpu", conv: str = "winograd",
                     engine: str = "fast", lean: bool = False,
-                    style_loss: str = "gram", workers: int = 1) -> tuple[MemoryEstimate, MemoryEstimate]:
+                    style_loss: str = "gram", workers: int = 1,
+                    separable: bool | None = None) -> tuple[MemoryEstimate, MemoryEstimate]:
     """(evaluation, construction): the two high-water marks of a run, term by term.
 
     content_layer: None for texture synthesis; style_layers: () for content
@@ -195,9 +197,12 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     style_loss: the style statistic
     (``losses.statistics``), whose own reports give its targets and its forward + backward's
     work arrays. workers: the fast engine's Winograd band workers (``FastVGG19.band_workers``;
-    they split one band's bound among them, so 1 gives an upper bound).
+    they split one band's bound among them, so 1 gives an upper bound). separable: the fast engine's
+    ``separable_winograd`` switch (None: the device's default route, ``Transforms.default``).
     """
     s = numpy.dtype(dtype).itemsize
+    if separable is None:
+        separable = Transforms.default(device).separable_winograd
     if layers is not None:
         style_layers = tuple(dict.fromkeys(layers))
         if style_layers:                     # the largest layer as content: the costliest assignment
@@ -257,7 +262,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     def work(name, cin, cout, h, w, backward):
         """Bytes of layer ``name``'s work arrays, as its kernel reports them."""
         if name.startswith("conv"):
-            return _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward, workers)
+            return _conv_work(name, cin, cout, h, w, s, device, conv, engine, backward, workers, separable)
         _, _, cprev, hprev, wprev = below[name]
         return _pool_work((1, cprev, hprev, wprev), s, pooling, engine, backward, workers)
 
@@ -267,7 +272,7 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         if device != "cpu" or engine != "fast":
             return 0
         if name.startswith("conv"):
-            return pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers)
+            return pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers, separable)
         return work(name, cin, cout, h, w, backward) if pooling == "avg" else 0
 
     kept_work = max(pooled_work(*row, backward) for row in table for backward in (False, True))

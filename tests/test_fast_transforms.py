@@ -1,4 +1,4 @@
-"""Every combination of the fast engine's switches (``minivgg.fast.transforms.Transforms``, 2^9) against
+"""Every combination of the fast engine's switches (``minivgg.fast.transforms.Transforms``, 2^10) against
 the reference engine, float64, on the real VGG-19: the objective's losses and gradient agree to 1e-12."""
 from __future__ import annotations
 
@@ -31,16 +31,17 @@ def _problem(xp, vgg_params, pooling):
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_every_combination_of_switches_agrees_with_the_reference(xp, vgg_params, pooling):
     """One record of targets (made once, by the reference), each switch setting's evaluator on it, two
-    evaluations each (the second reuses the first's pool): every one equals the reference evaluation."""
+    evaluations where it has a pool (the second reuses the first's), else one: every one equals the
+    reference evaluation. The Winograd kernels are transformed once and shared (``with_transforms``)."""
     reference, objective, x = _problem(xp, vgg_params, pooling)
     want = objective(x)
     worst = [0.0, 0.0]                                           # losses, gradient
     combinations = list(Transforms.every_combination())
-    assert len(combinations) == 2 ** len(Transforms.names()) == 512
+    assert len(combinations) == 2 ** len(Transforms.names()) == 1024
+    first = FastVGG19(reference.params, pooling, reference.device)  # its Winograd kernels, made once, shared
     for transforms in combinations:
-        evaluator = FastEvaluator(FastVGG19(reference.params, pooling, reference.device, transforms),
-                                  objective.targets)
-        for _ in range(2):
+        evaluator = FastEvaluator(first.with_transforms(transforms), objective.targets)
+        for _ in range(2 if transforms.array_pool else 1):
             got = evaluator(x)
             assert type(got) is Evaluation
             losses = max(abs(float(g) / float(w) - 1) for g, w in zip(got[:4], want[:4]))
@@ -48,7 +49,7 @@ def test_every_combination_of_switches_agrees_with_the_reference(xp, vgg_params,
             worst = [max(worst[0], losses), max(worst[1], gradient)]
             assert losses < 1e-12 and gradient < 1e-12, (transforms, losses, gradient)
     # measured (numpy, both poolings): losses <= 4e-15, gradient <= 2e-15
-    print(f"{pooling}: worst over 512 settings: losses {worst[0]:.1e}, gradient {worst[1]:.1e}")
+    print(f"{pooling}: worst over 1024 settings: losses {worst[0]:.1e}, gradient {worst[1]:.1e}")
 
 
 def test_a_switch_off_changes_the_route_it_names(vgg_params, monkeypatch):
@@ -61,7 +62,7 @@ def test_a_switch_off_changes_the_route_it_names(vgg_params, monkeypatch):
     defaults = Transforms.default("cpu")
     assert defaults == Transforms() and defaults.lean and defaults.threads
     gpu = Transforms.default("gpu")
-    assert not (gpu.channels_last or gpu.threads or gpu.lean) and gpu.winograd
+    assert not (gpu.channels_last or gpu.threads or gpu.lean or gpu.separable_winograd) and gpu.winograd
     assert Transforms().with_route("im2col") == Transforms(winograd=False, channels_last=False)
     assert gpu.with_route(None, lean=True).lean and not defaults.with_route(None, lean=False).lean
     assert defaults.with_route(None).lean and Transforms().off("inplace").inplace is False
@@ -83,6 +84,16 @@ def test_a_switch_off_changes_the_route_it_names(vgg_params, monkeypatch):
         calls.clear()
         feats, cache = FastVGG19(params, "avg", "cpu", switches).forward(x, ("conv1_1", "pool1"))
         assert calls == called and check(feats["conv1_1"], cache), switches
+    import minivgg.fast.winograd as fast_winograd                # the separable input transform, both ways
+    rows = []
+    real_rows = fast_winograd._separable_tiles
+    monkeypatch.setattr(fast_winograd, "_separable_tiles", lambda *a: rows.append(1) or real_rows(*a))
+    for switches in (defaults, defaults.off("separable_winograd")):
+        rows.clear()
+        net = FastVGG19(params, "avg", "cpu", switches)
+        feats, cache = net.forward(x, ("conv1_2",))
+        net.backward({"conv1_2": feats["conv1_2"]}, cache)
+        assert bool(rows) == switches.separable_winograd, switches
     net = FastVGG19(params, "avg", "cpu", defaults.off("winograd"))
     assert net.conv == "im2col" and net.winograd_weights("conv3_1") is None
     assert FastVGG19(params, "avg", "cpu").winograd_weights("conv3_1").m == 4

@@ -49,9 +49,11 @@ def test_toom_cook_refuses_repeated_points():
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("band", [None, 600])
 @pytest.mark.parametrize("last", [False, True])
-def test_forward_and_backward_match_the_loops(xp, m, case, band, last):
+@pytest.mark.parametrize("separable", [False, True])
+def test_forward_and_backward_match_the_loops(xp, m, case, band, last, separable):
     """float64: same numbers as conv_naive to rounding, whole image or bands of one tile row,
-    inputs in C order or channels-last (outputs keep the input's order)."""
+    inputs in C order or channels-last (outputs keep the input's order), the input transform in
+    one product or one axis at a time (measured: at most 5e-15 either way)."""
     n, c, o, h, w = case
     rng = np.random.default_rng(2)
     x = xp.asarray(rng.standard_normal((n, c, h, w)))
@@ -59,15 +61,15 @@ def test_forward_and_backward_match_the_loops(xp, m, case, band, last):
     b = xp.asarray(rng.standard_normal(o))
     order = channels_last_copy if last else (lambda a: a)
     weights = prepare(wt, m)
-    out = conv3x3(order(x), weights, b, max_band_bytes=band)
+    out = conv3x3(order(x), weights, b, max_band_bytes=band, separable=separable)
     ref = conv2d_naive(x, wt, b, stride=1, pad=1)
     assert out.shape == ref.shape and out.dtype == x.dtype
     assert rel_error(out, ref) < 1e-13
     assert channels_last(out) == channels_last(order(x)) and out.flags.c_contiguous == order(x).flags.c_contiguous
-    relu = conv3x3(order(x), weights, b, relu=True, max_band_bytes=band)
+    relu = conv3x3(order(x), weights, b, relu=True, max_band_bytes=band, separable=separable)
     assert float(abs(relu - xp.maximum(ref, 0)).max()) < 1e-12
     dout = xp.asarray(rng.standard_normal(ref.shape))
-    dx = conv3x3(order(dout), weights, backward=True, max_band_bytes=band)
+    dx = conv3x3(order(dout), weights, backward=True, max_band_bytes=band, separable=separable)
     dx_ref, _, _ = conv2d_backward_naive(dout, x, wt, stride=1, pad=1)
     assert dx.shape == x.shape and channels_last(dx) == channels_last(order(dout))
     assert rel_error(dx, dx_ref) < 1e-13

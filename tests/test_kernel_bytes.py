@@ -46,9 +46,10 @@ WINOGRAD_SHAPES = [(16, 32, 24, 40), (64, 48, 37, 29), (256, 256, 64, 64)]
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("c,o,h,w", WINOGRAD_SHAPES)
 @pytest.mark.parametrize("last", [False, True])
-def test_winograd_reports_what_it_keeps_and_takes_from_a_pool(m, c, o, h, w, last):
+@pytest.mark.parametrize("separable", [False, True])
+def test_winograd_reports_what_it_keeps_and_takes_from_a_pool(m, c, o, h, w, last, separable):
     """``weights_bytes`` is prepare's U; ``temporary_bytes`` is the work buffer conv3x3 takes, forward
-    (C -> O) and backward (O -> C), in either memory order."""
+    (C -> O) and backward (O -> C), in either memory order, with either input transform."""
     rng = np.random.default_rng(1)
     order = channels_last_copy if last else (lambda a: a)
     weights = winograd.prepare(rng.standard_normal((o, c, 3, 3)).astype(np.float32), m)
@@ -59,9 +60,9 @@ def test_winograd_reports_what_it_keeps_and_takes_from_a_pool(m, c, o, h, w, las
         cin, cout = (o, c) if backward else (c, o)
         x = order(rng.standard_normal((1, cin, h, w)).astype(np.float32))
         pool = ArrayPool()
-        out = winograd.conv3x3(x, weights, backward=backward, pool=pool)
+        out = winograd.conv3x3(x, weights, backward=backward, pool=pool, separable=separable)
         taken = pool.nbytes - (0 if backward else out.nbytes)              # the forward's out is pooled
-        want = winograd.temporary_bytes(cin, cout, h, w, m, 4)
+        want = winograd.temporary_bytes(cin, cout, h, w, m, 4, separable=separable)
         assert want <= taken <= want + _work_slack(len(winograd.BandWork._fields)), (backward, taken, want)
 
 

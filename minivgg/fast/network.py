@@ -12,6 +12,8 @@ cache (``VGGCache``). What changes is how each step runs, one switch of
   ``winograd_tile`` says which tile each layer uses) except conv1_1, whose 3
   input channels suit tiled im2col (``minivgg.fast.conv``) better; off: every
   layer through tiled im2col;
+* ``separable_winograd``: Winograd's input transform one axis at a time, the
+  rows' step straight from the image (``minivgg.fast.winograd.conv3x3``'s ``separable``);
 * ``fused_relu``: bias and ReLU fused into each convolution's output copy (no
   ``relu_forward`` pass: the conv's output *is* the ReLU's, and its cache is
   that output); off: ``minivgg.relu.relu_forward`` after the conv;
@@ -78,26 +80,29 @@ def conv_route(name: str, conv: str) -> int | None:
 
 
 def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
-                         conv: str = "winograd", backward: bool = False, workers: int = 1) -> int:
+                         conv: str = "winograd", backward: bool = False, workers: int = 1,
+                         separable: bool = False) -> int:
     """Bytes conv ``name`` allocates besides its output, forward or backward, on an h x w map (batch 1).
 
     Asks the kernel that runs the layer: Winograd's band temporaries, one set per band
     worker (the backward is the same transform from C_out to C_in channels) or tiled im2col's tile and
     its padded rows, one set per worker, and, on the transposed-conv route, the flipped weights. The memory model
-    (``minivgg.memory``) calls this instead of re-deriving tile sizes.
+    (``minivgg.memory``) calls this instead of re-deriving tile sizes. ``separable``: Winograd's input
+    transform one axis at a time (``Transforms.separable_winograd``), whose transformed rows take more room.
     """
     m = conv_route(name, conv)
     if m is not None:
         cin, cout = (cout, cin) if backward else (cin, cout)
-        return winograd_temporary_bytes(cin, cout, h, w, m, itemsize, device, workers)
+        return winograd_temporary_bytes(cin, cout, h, w, m, itemsize, device, workers, separable)
     return im2col_workspace_bytes(cin, cout, h, w, itemsize, device, backward=backward, workers=workers)
 
 
 def pooled_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
-                           conv: str = "winograd", backward: bool = False, workers: int = 1) -> int:
+                           conv: str = "winograd", backward: bool = False, workers: int = 1,
+                           separable: bool = False) -> int:
     """The part of ``conv_workspace_bytes`` that comes from an ``ArrayPool``'s one work buffer (the
     tiles and bands; not the transposed route's flipped weights, which are plain memory)."""
-    total = conv_workspace_bytes(name, cin, cout, h, w, itemsize, device, conv, backward, workers)
+    total = conv_workspace_bytes(name, cin, cout, h, w, itemsize, device, conv, backward, workers, separable)
     if backward and conv_route(name, conv) is None and uses_transposed_conv(cin, cout, 3, 3, 1, 1):
         total -= cin * cout * 9 * itemsize
     return total
@@ -131,6 +136,13 @@ class FastVGG19:
     def dtype(self):
         """The dtype of the weights, which is the network's."""
         return self.params["conv1_1"][0].dtype
+
+    def with_transforms(self, transforms: Transforms) -> "FastVGG19":
+        """This network under other switches: the same weights, and the kernels it has transformed
+        for Winograd shared, not redone (they depend on the weights and the tile alone)."""
+        other = FastVGG19(self.params, self.pooling, self.device, transforms)
+        other._winograd = self._winograd
+        return other
 
     def winograd_weights(self, name: str):
         """The transformed kernels of conv ``name`` (made once, then kept), or None where im2col runs it."""
@@ -199,7 +211,8 @@ class FastVGG19:
             w, b = self.params[name]
             out, conv_cache = conv2d_forward(x, w, b, stride=1, pad=1, relu=t.fused_relu,
                                              winograd=self.winograd_weights(name),
-                                             channels_last=t.channels_last, pool=pool, workers=workers)
+                                             channels_last=t.channels_last, pool=pool, workers=workers,
+                                             separable=t.separable_winograd)
             if t.fused_relu:
                 relu_cache = ReluCache(out)            # the conv's output is the ReLU's, and its mask
             else:
@@ -270,7 +283,8 @@ class FastVGG19:
                 dout = packed_relu_backward(dout, relu_cache, out=dout if owned else None, workers=workers)
             else:
                 dout = _relu_backward(dout, relu_cache, dout if owned else None, workers)
-            return conv2d_backward(dout, conv_cache, pool=pool, workers=workers)[0]
+            return conv2d_backward(dout, conv_cache, pool=pool, workers=workers,
+                                   separable=self.transforms.separable_winograd)[0]
         if self.pooling == "max":
             return reference_pool.max_pool2d_backward(dout, cache)
         if self.transforms.separable_pool:

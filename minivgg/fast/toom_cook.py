@@ -70,6 +70,8 @@ class WinogradPlan(NamedTuple):
     output_transform: tuple   # (m*m, a*a): Y = KA @ M, KA = AT (x) AT (columns permuted and scaled)
     kernel_transform: tuple   # (a*a, 9): U = KG @ g, KG = G (x) G
     ones_column: int          # k with KA[:, k] all ones: a bias added to M[k] reaches every output
+    input_rows: tuple         # (a, a): the one-axis factor of input_transform, which is its
+                              # Kronecker square (BT, rows permuted for the backward)
 
 
 @lru_cache(maxsize=None)
@@ -87,13 +89,17 @@ def plans(m: int) -> tuple[WinogradPlan, WinogradPlan]:
     # M[k] = s_k U[pi k]^T V[k]; with k' = pi k: M_b[k'] = U[k']^T V[pi^-1 k'] and
     # M[pi^-1 k'] = s_{pi^-1 k'} M_b[k'], so the rows of KB and the columns of KA move.
     kb_back = [kb[inv[k]] for k in range(a * a)]
+    inv_1d = [inv[k * a] // a for k in range(a)]                     # pi^-1 on one axis
+    bt_back = [bt[inv_1d[j]] for j in range(a)]
+    assert _kron(bt_back, bt_back) == kb_back                        # the flip acts on each axis alone
     ka_back = [[row[inv[k]] * sk[inv[k]] for k in range(a * a)] for row in ka]
     as_floats = lambda mat: tuple(tuple(float(v) for v in row) for row in mat)  # noqa: E731
     # The point 1 gives AT a column of ones (1^i = 1), so KA one column of ones: the bias.
     ones = [k for k in range(a * a) if all(row[k] == 1 for row in ka)]
     ones_back = [k for k in range(a * a) if all(row[k] == 1 for row in ka_back)]
-    forward = WinogradPlan(m, as_floats(kb), as_floats(ka), as_floats(kg), ones[0])
-    backward = WinogradPlan(m, as_floats(kb_back), as_floats(ka_back), as_floats(kg), ones_back[0])
+    forward = WinogradPlan(m, as_floats(kb), as_floats(ka), as_floats(kg), ones[0], as_floats(bt))
+    backward = WinogradPlan(m, as_floats(kb_back), as_floats(ka_back), as_floats(kg), ones_back[0],
+                            as_floats(bt_back))
     return forward, backward
 
 

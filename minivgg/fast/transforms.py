@@ -4,7 +4,7 @@
 evaluator (``minivgg.fast.objective``) read it and nothing else decides their
 route. With every switch off the fast engine runs the reference's own layers
 (``minivgg.conv`` through tiled im2col, ``minivgg.relu``, ``minivgg.pool``) in
-the reference's walk. Every one of the 2^9 combinations is held to the
+the reference's walk. Every one of the 2^10 combinations is held to the
 reference engine in float64 (``tests/test_fast_transforms.py``), and each one's
 gain in time and peak memory is measured, one switch off at a time, by
 
@@ -24,6 +24,9 @@ class Transforms:
 
     winograd         3x3 convs by Winograd's F(m x m, 3 x 3) (``minivgg.fast.winograd``; tile per
                      layer: ``minivgg.fast.network.winograd_tile``); off: tiled im2col for every layer
+    separable_winograd  Winograd's input transform one axis at a time, its rows' step read
+                     straight from the image (``minivgg.fast.winograd.conv3x3``'s ``separable``);
+                     off: one product with the Kronecker square, from a padded copy of the band
     channels_last    activations stored (N, H, W, C) in memory (``minivgg.fast.layout``); off: C order
     fused_relu       bias and ReLU applied inside the conv's output tiles; off: the conv, then
                      ``minivgg.relu.relu_forward``
@@ -44,6 +47,7 @@ class Transforms:
     """
 
     winograd: bool = True
+    separable_winograd: bool = True
     channels_last: bool = True
     fused_relu: bool = True
     array_pool: bool = True
@@ -56,7 +60,7 @@ class Transforms:
     @classmethod
     def default(cls, device: str = "cpu") -> "Transforms":
         """The default route on ``device``: all on on the CPU (``Transforms()``); on the GPU
-        channels-last, threads and lean off.
+        channels-last, threads, lean and separable_winograd off.
 
         On the GPU CuPy's elementwise kernels walk an array in its logical order, so every ReLU
         mask, sum and pooling over channels-last memory reads with a stride of C floats (an
@@ -64,9 +68,12 @@ class Transforms:
         mode is on by default on the CPU only: there, with the bands on workers, it measured as
         fast as keeping every activation (``python -m minivgg.bench --sizes 256 512 --ablate``)
         with 40-180 MB less at the peak; on the GPU it has not been measured since the pool kept it.
+        The separable input transform has been measured on the CPU only (where it is faster on
+        every VGG layer with tiles of 4); on the GPU, where the transform is one batched
+        kernel either way, the Kronecker product stays until a GPU says otherwise.
         """
         cpu = device == "cpu"
-        return cls(channels_last=cpu, threads=cpu, lean=cpu)
+        return cls(channels_last=cpu, threads=cpu, lean=cpu, separable_winograd=cpu)
 
     def with_route(self, conv: str | None = None, lean: bool | None = None) -> "Transforms":
         """These switches with ``minivgg.VGG19``'s shorthands applied: conv="im2col" turns winograd

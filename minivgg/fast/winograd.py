@@ -73,8 +73,12 @@ from minivgg.fast.toom_cook import POINTS, plans
 
 #: Bytes of one band's temporaries together, per device: (floor, cap), as ``minivgg.fast.conv.TILE_BYTES``.
 #: On the GPU each band costs a dozen kernel launches, so bands are large: with (64, 256) MiB
-#: an evaluation at 1024 x 1024 took 0.089 s on an H200, with (192, 768) MiB 0.048 s.
-BAND_BYTES = {"cpu": (8 * 2**20, 24 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
+#: an evaluation at 1024 x 1024 took 0.089 s on an H200, with (192, 768) MiB 0.048 s. On the CPU
+#: the floor sets the early layers' bands (their U is small): with 16 MiB (8 per worker) rather
+#: than 8, conv1_2 and conv2_2 run two tile rows a band at 512 x 512 instead of one, and their
+#: forwards took 71 and 47 ms instead of 79 and 56 (two workers, separable; ``BAND_BYTES`` is
+#: read at each call, so a script can try others).
+BAND_BYTES = {"cpu": (16 * 2**20, 24 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
 
 
 class Transforms(NamedTuple):
@@ -83,6 +87,7 @@ class Transforms(NamedTuple):
     input: object      # KB (a*a, a*a): V = KB @ D
     output: object     # KA (m*m, a*a): Y = KA @ M
     ones_column: int   # k with KA[:, k] all ones: the bias goes into M[k]
+    input_rows: object  # (a, a), KB's factor: KB = input_rows (x) input_rows (``separable``)
 
 
 class WinogradWeights(NamedTuple):
@@ -127,7 +132,8 @@ def prepare(w, m: int) -> WinogradWeights:
         part = w[o0:o0 + step].reshape(-1, 9).T.astype("float64")            # (9, step*C)
         u[:, o0:o0 + step] = (kg @ part).reshape(a * a, -1, c)               # rounded to w's dtype once
     mats = lambda plan: Transforms(xp.asarray(plan.input_transform, dtype=w.dtype),    # noqa: E731
-                                   xp.asarray(plan.output_transform, dtype=w.dtype), plan.ones_column)
+                                   xp.asarray(plan.output_transform, dtype=w.dtype), plan.ones_column,
+                                   xp.asarray(plan.input_rows, dtype=w.dtype))
     return WinogradWeights(u, m, mats(forward), mats(backward))
 
 
@@ -140,7 +146,8 @@ class BandWork(NamedTuple):
     """One band's work arrays (flat, from ``minivgg.fast.arrays.work``), or their sizes in elements
     (``band_work_sizes``); R tile rows, P = R*TW tiles, C -> O channels."""
 
-    padded: object         # the band's input rows and their zero padding: C*(m*R+2)*WP
+    padded: object         # the band's input rows and their zero padding, C*(m*R+2)*WP; with
+                           # ``separable`` the rows transformed instead, T (R, a, C, WP): R*a*C*WP
     tiles_then_y: object   # D, the gathered tiles (a*a*P*C), then Y (m*m*P*O) in the same memory:
                            # D is dead once V = KB @ D is made, and Y is made after V
     transformed: object    # V = KB @ D: a*a*P*C
@@ -150,7 +157,7 @@ class BandWork(NamedTuple):
 
 def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
             max_band_bytes: int | None = None, channels_last: bool | None = None, pool=None,
-            workers: int = 1):
+            workers: int = 1, separable: bool = False):
     """out = conv(x, w, stride 1, padding 1) (+ b, then ReLU) through Winograd, band by band.
 
     x: (N, C, H, W) -> out: (N, O, H, W), packed in memory as x is (C order or
@@ -158,15 +165,23 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     says which. ``backward``: the transposed convolution instead, x = dout
     (N, O, H, W) -> dx (N, C, H, W), with the same U.
 
-    The work follows x's order, one function per order. Channels-last
-    (``_band_channels_last``), every copy around the products, the padded
-    band, the gather and the scatter, moves whole channel vectors; in C order
-    (``_band_c_order``) the copies move single floats m apart. The forward's
-    channels-last bands with fewer tiles than channels multiply in the other
-    order (``channels_first_products``: U read as stored). On the CPU
-    channels-last wins, and ``VGG19`` runs so there (its gain:
-    ``python -m minivgg.bench --sizes 256 512 --ablate``, switch
-    ``channels_last``); on the GPU it runs in C order (``Transforms.default``).
+    Each band goes in three steps: its tiles' input transform V (``_input_tiles``),
+    the a*a products M and the output transform Y (``_products_tiles_first`` or
+    ``_products_channels_first``), and Y's copy into the image (``_write_band``).
+    The copies follow x's order: channels-last, every copy moves whole channel
+    vectors and V is (a*a, P, C), tiles before channels; in C order the copies
+    move single floats m apart and V is (a*a, C, P). The forward's channels-last
+    bands with fewer tiles than channels multiply in the other order
+    (``channels_first_products``: U read as stored). On the CPU channels-last
+    wins, and ``VGG19`` runs so there (its gain: ``python -m minivgg.bench
+    --sizes 256 512 --ablate``, switch ``channels_last``); on the GPU it runs in
+    C order (``Transforms.default``).
+
+    ``separable``: the input transform one axis at a time (``_separable_tiles``):
+    KB = BT (x) BT, so V is BT applied down the rows of the image, then across
+    the columns of the tiles, a third of the multiply-adds of one product with
+    KB (2 * 2a^3 against 2a^4 per tile and channel), and the rows' step reads
+    the image itself, so no padded copy of the band is made.
 
     A band is R tile rows (m*R output rows); its temporaries (``BandWork``:
     the padded band, the gathered tiles D, V, M; Y reuses D's memory) stay
@@ -197,15 +212,13 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     device = device_of(x)
     th, tw = -(-h // m), -(-wd // m)
     rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes, workers)
-    if not layout:
-        band_y = _band_c_order
-    elif not backward and channels_first_products(c, rows * tw):
-        band_y = _band_channels_first_products
+    if layout and (backward or not channels_first_products(c, rows * tw)):
+        products = _products_tiles_first                                     # V (a*a, P, C) @ U^T
     else:
-        band_y = _band_channels_last
+        products = _products_channels_first                                  # U @ V^T, or C order's V
     bands = [(img, t0) for img in range(n) for t0 in range(0, th, rows)]
     workers = max(1, min(workers, len(bands)))
-    sizes = band_work_sizes(c, o, h, wd, m, rows)
+    sizes = band_work_sizes(c, o, h, wd, m, rows, separable)
     flat = work(pool, xp, list(sizes) * workers, x.dtype)                    # one BandWork per worker
     out = empty(pool, xp, (n, o, h, wd), x.dtype, channels_last=layout, only_free=backward)
 
@@ -215,35 +228,82 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
             if stop.is_set():
                 return
             r = min(rows, th - t0)
-            xb = _padded_band(x[img:img + 1], m, t0, r, tw, buffers.padded, layout)   # (C, m*R+2, WP)
-            y5 = band_y(xp, xb, u_t, transforms, b, m, r, tw, buffers)             # (m, m, R, TW, O)
+            v = _input_tiles(xp, x[img], transforms, m, t0, r, tw, buffers, layout, separable)
+            y5 = products(xp, v, u_t, transforms, b, m, r, tw, buffers, layout)   # (m, m, R, TW, O)
             _write_band(xp, y5, out[img], m, t0, relu, device, buffers.uncropped, layout)
     run_workers(run, workers)
     return out
 
 
-def _padded_band(x, m: int, t0: int, r: int, tw: int, flat, layout: bool):
-    """Image rows m*t0 - 1 .. m*(t0 + R) + 1 of x (1, C, H, W), zero-padded to WP = m*TW + 2 columns,
-    in ``flat``'s memory laid out as x's order: (C, m*R+2, WP)."""
-    c, wp = x.shape[1], m * tw + 2
-    buf = prefix_view(flat, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2) if layout \
-        else prefix_view(flat, (1, c, m * r + 2, wp))                        # (1, C, m*R+2, WP)
-    return padded_rows(x, m * t0 - 1, m * t0 - 1 + m * r + 2, 1, buf)[0]
+def _input_tiles(xp, x, transforms: Transforms, m: int, t0: int, r: int, tw: int, buffers: BandWork,
+                 layout: bool, separable: bool):
+    """V = KB @ D for tile rows t0 .. t0 + R of the image x (C, H, W): (a*a, P, C) channels-last
+    (tiles first), (a*a, C, P) in C order. D, the a x a tiles (stride m) of the zero-padded image,
+    is gathered from a padded copy of the band's rows, or, ``separable``, from those rows
+    already transformed (``_separable_tiles``)."""
+    a, c, p = m + 2, x.shape[0], r * tw
+    if separable:
+        return _separable_tiles(xp, x, transforms.input_rows, m, t0, r, tw, buffers, layout)
+    wp = m * tw + 2
+    if layout:                                                               # (1, C, m*R+2, WP) in either order
+        buf = prefix_view(buffers.padded, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2)
+    else:
+        buf = prefix_view(buffers.padded, (1, c, m * r + 2, wp))
+    xb = padded_rows(x[None], m * t0 - 1, m * t0 - 1 + m * r + 2, 1, buf)[0]  # (C, m*R+2, WP)
+    tiles = windows(xb, (a, a), (m, m), (r, tw))                            # (a, a, C, R, TW) view
+    if layout:
+        d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))              # D, tiles before channels
+        d[...] = tiles.transpose(0, 1, 3, 4, 2)
+    else:
+        d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))              # D, channels before tiles
+        d[...] = tiles
+    v = prefix_view(buffers.transformed, (a * a, p * c))
+    xp.matmul(transforms.input, d.reshape(a * a, p * c), out=v)             # (a*a, a*a) @ (a*a, P*C)
+    return v.reshape(a * a, p, c) if layout else v.reshape(a * a, c, p)
 
 
-def _band_channels_last(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, tw: int, buffers: BandWork):
-    """Y of one band, tiles before channels: xb (C, m*R+2, WP) -> (m, m, R, TW, O), a view of
-    ``buffers.tiles_then_y``. u_t: (a*a, C, O); b: (O,) or None."""
+def _separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers: BandWork, layout: bool):
+    """``_input_tiles`` one axis at a time (``conv3x3``'s ``separable``), bt (a, a) being KB's factor.
+
+    Rows: for each tile row i, T[i, xi] = sum_alpha bt[xi, alpha] x[:, m*(t0 + i) - 1 + alpha, :],
+    one product straight from the image rows (rows above or below the image are zeros: their
+    columns of bt are left out), written between T's zero columns 0 and W + 1 .. WP - 1.
+    Columns: the a x a tiles of T, D[xi, beta, .., i, j] = T[i, xi, :, m*j + beta], gathered as
+    ``_input_tiles`` gathers the image's, then V[xi, nu] = sum_beta bt[nu, beta] D[xi, beta]: a
+    product per xi. T lives in ``buffers.padded``, stored (R, a, WP, C) channels-last and
+    (R, C, a, WP) in C order.
+    """
     a, p = m + 2, r * tw
-    c, o = u_t.shape[1], u_t.shape[2]
-    v = _transformed_tiles(xp, xb, transforms, a, m, r, tw, c, buffers)      # (a*a, P, C)
-    mm = prefix_view(buffers.products, (a * a, p, o))
-    xp.matmul(v, u_t, out=mm)                                                # (a*a, P, C) @ (a*a, C, O)
-    if b is not None:                                                        # KA[:, ones] is all ones, so
-        mm[transforms.ones_column] += b                                      # this adds b to all m*m outputs
-    y = prefix_view(buffers.tiles_then_y, (m * m, p * o))                    # D's memory: V is made, D is dead
-    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, P*O)
-    return y.reshape(m, m, r, tw, o)
+    c, h, wd = x.shape
+    wp = m * tw + 2
+    if layout:
+        t = prefix_view(buffers.padded, (r, a, wp, c))                       # (R, a, WP, C)
+        t[:, :, 0] = 0
+        t[:, :, wd + 1:] = 0
+        image_rows = x.transpose(1, 2, 0).reshape(h, wd * c)                  # x's memory: (H, W*C)
+    else:
+        t = prefix_view(buffers.padded, (r, c, a, wp))                       # (R, C, a, WP)
+        t[..., 0] = 0
+        t[..., wd + 1:] = 0
+    for i in range(r):
+        y0 = m * (t0 + i) - 1                                                # the tile row's first image row
+        lo, hi = max(y0, 0), min(y0 + a, h)
+        cols = bt[:, lo - y0:hi - y0]                                        # (a, rows inside the image)
+        if layout:                                                           # (a, k) @ (k, W*C) -> (a, W*C)
+            xp.matmul(cols, image_rows[lo:hi], out=t[i, :, 1:wd + 1].reshape(a, wd * c))
+        else:                                                                # per channel: (a, k) @ (k, W)
+            xp.matmul(cols, x[:, lo:hi], out=t[i, :, :, 1:wd + 1])
+    logical = t.transpose(3, 0, 1, 2) if layout else t.transpose(1, 0, 2, 3)   # (C, R, a, WP) view
+    tiles = windows(logical, (1, a), (1, m), (a, tw))[0]                     # (a beta, C, R, a xi, TW)
+    if layout:
+        d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))              # (xi, beta, R, TW, C)
+        d[...] = tiles.transpose(3, 0, 2, 4, 1)
+    else:
+        d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))              # (xi, beta, C, R, TW)
+        d[...] = tiles.transpose(3, 0, 1, 2, 4)
+    v = prefix_view(buffers.transformed, (a, a, p * c))
+    xp.matmul(bt, d.reshape(a, a, p * c), out=v)                             # per xi: (a, a) @ (a, P*C)
+    return v.reshape(a * a, p, c) if layout else v.reshape(a * a, c, p)
 
 
 def channels_first_products(c: int, p: int) -> bool:
@@ -262,41 +322,29 @@ def channels_first_products(c: int, p: int) -> bool:
     return p < c
 
 
-def _band_channels_first_products(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, tw: int,
-                                  buffers: BandWork):
-    """Y of one channels-last band as ``_band_channels_last``, its products M^T = U V^T in (a*a, O, P)
-    (``channels_first_products``): a transposed view (m, m, R, TW, O) of Y (m*m, O, P)."""
-    c = u_t.shape[1]
-    v = _transformed_tiles(xp, xb, transforms, m + 2, m, r, tw, c, buffers)  # (a*a, P, C)
-    return _channels_first_y(xp, v.transpose(0, 2, 1), u_t, transforms, b, m, r, tw, buffers)
-
-
-def _transformed_tiles(xp, xb, transforms: Transforms, a: int, m: int, r: int, tw: int, c: int,
-                       buffers: BandWork):
-    """V = KB @ D of a channels-last band, D its gathered a x a tiles: xb (C, m*R+2, WP) -> (a*a, P, C)."""
-    d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))                  # D
-    d[...] = windows(xb, (a, a), (m, m), (r, tw)).transpose(0, 1, 3, 4, 2)   # (a, a, C, R, TW) -> (a, a, R, TW, C)
-    v = prefix_view(buffers.transformed, (a * a, r * tw * c))
-    xp.matmul(transforms.input, d.reshape(a * a, r * tw * c), out=v)        # (a*a, a*a) @ (a*a, P*C)
-    return v.reshape(a * a, r * tw, c)
-
-
-def _band_c_order(xp, xb, u_t, transforms: Transforms, b, m: int, r: int, tw: int, buffers: BandWork):
-    """Y of one band, channels before tiles: as ``_band_channels_last``, with D (a, a, C, R, TW),
-    V (a*a, C*P) and M = U @ V (a*a, O, P)."""
-    a, p = m + 2, r * tw
-    c = u_t.shape[1]
-    d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))                  # D
-    d[...] = windows(xb, (a, a), (m, m), (r, tw))                            # (a, a, C, R, TW)
-    v = prefix_view(buffers.transformed, (a * a, p * c))
-    xp.matmul(transforms.input, d.reshape(a * a, c * p), out=v)              # (a*a, a*a) @ (a*a, C*P)
-    return _channels_first_y(xp, v.reshape(a * a, c, p), u_t, transforms, b, m, r, tw, buffers)
-
-
-def _channels_first_y(xp, v, u_t, transforms: Transforms, b, m: int, r: int, tw: int, buffers: BandWork):
-    """Y from V (a*a, C, P) (C order's own, or a channels-last band's transposed): M = U @ V (a*a, O, P),
-    the bias down its columns, Y = KA @ M (m*m, O, P), returned as the view (m, m, R, TW, O)."""
+def _products_tiles_first(xp, v, u_t, transforms: Transforms, b, m: int, r: int, tw: int,
+                          buffers: BandWork, layout: bool):
+    """Y of a channels-last band from V (a*a, P, C): M = V @ U^T (a*a, P, O) (u_t: (a*a, C, O)),
+    the bias into M's ones row, Y = KA @ M, returned as the view (m, m, R, TW, O) of
+    ``buffers.tiles_then_y`` (D's memory: V is made, D is dead)."""
     a, p, o = m + 2, r * tw, u_t.shape[2]
+    mm = prefix_view(buffers.products, (a * a, p, o))
+    xp.matmul(v, u_t, out=mm)                                                # (a*a, P, C) @ (a*a, C, O)
+    if b is not None:                                                        # KA[:, ones] is all ones, so
+        mm[transforms.ones_column] += b                                      # this adds b to all m*m outputs
+    y = prefix_view(buffers.tiles_then_y, (m * m, p * o))
+    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, P*O)
+    return y.reshape(m, m, r, tw, o)
+
+
+def _products_channels_first(xp, v, u_t, transforms: Transforms, b, m: int, r: int, tw: int,
+                             buffers: BandWork, layout: bool):
+    """Y from V, channels before tiles: M = U @ V (a*a, O, P) with V (a*a, C, P) (C order's own, or a
+    channels-last band's (a*a, P, C) read transposed: ``channels_first_products``), the bias down
+    M's ones row, Y = KA @ M (m*m, O, P), returned as the view (m, m, R, TW, O)."""
+    a, p, o = m + 2, r * tw, u_t.shape[2]
+    if layout:
+        v = v.transpose(0, 2, 1)                                             # (a*a, C, P) view
     mm = prefix_view(buffers.products, (a * a, o, p))
     xp.matmul(u_t.transpose(0, 2, 1), v, out=mm)                             # (a*a, O, C) @ (a*a, C, P)
     if b is not None:                                                        # as above, down M's columns
@@ -352,11 +400,12 @@ def worker_rows(th: int, rows: int, workers: int) -> int:
     return max(sum(bands[k::workers]) for k in range(workers))
 
 
-def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int) -> BandWork:
-    """Elements of ``conv3x3``'s work arrays (``BandWork``) for a band of R = ``rows`` tile rows, C -> O channels."""
+def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int, separable: bool = False) -> BandWork:
+    """Elements of ``conv3x3``'s work arrays (``BandWork``) for a band of R = ``rows`` tile rows, C -> O
+    channels (``separable``: as ``conv3x3``'s)."""
     a, tw = m + 2, -(-w // m)
     cropped = h % m != 0 or w % m != 0                                       # the image cuts the last bands
-    return BandWork(padded=c * (m * rows + 2) * (m * tw + 2),
+    return BandWork(padded=c * (a * rows if separable else m * rows + 2) * (m * tw + 2),
                     tiles_then_y=max(a * a * c, m * m * o) * rows * tw,
                     transformed=a * a * c * rows * tw,
                     products=a * a * o * rows * tw,
@@ -364,14 +413,14 @@ def band_work_sizes(c: int, o: int, h: int, w: int, m: int, rows: int) -> BandWo
 
 
 def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, device: str = "cpu",
-                    workers: int = 1) -> int:
+                    workers: int = 1, separable: bool = False) -> int:
     """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W, batch 1 (memory
     model): its work arrays (``band_work_sizes``) at the band height ``band_rows`` picks, one set
-    per worker that gets a band."""
+    per worker that gets a band (``separable``: as ``conv3x3``'s)."""
     rows = band_rows(c, o, h, w, m, itemsize, weights_bytes(o, c, m, itemsize), device, workers=workers)
     th = -(-h // m)
     used = min(workers, -(-th // rows))                                      # workers that get a band
-    return sum(band_work_sizes(c, o, h, w, m, rows)) * itemsize * max(1, used)
+    return sum(band_work_sizes(c, o, h, w, m, rows, separable)) * itemsize * max(1, used)
 
 
 def _scatter(xp, y5, tiles, relu: bool, device: str):
