@@ -108,6 +108,29 @@ def test_threaded_bands_equal_one_worker(m, last, backward):
         assert rel_error(got, want) < 1e-15, workers            # measured: 0 (the same products)
 
 
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize("separable", [False, True])
+def test_thin_bands_share_their_products_among_workers(monkeypatch, m, backward, separable):
+    """Channels-last bands with fewer tiles than channels go in groups (``shared_products``): the
+    products dealt out by xi nu, two and three workers, batch 2, an image the tiles overhang,
+    a last group short of bands: the one-worker result (float64; measured: 0, the same sums)."""
+    rng = np.random.default_rng(11)
+    c, o, h, w = 24, 20, 21, 13
+    weights = winograd.prepare(rng.standard_normal((o, c, 3, 3)), m)
+    b = None if backward else rng.standard_normal(o)
+    x = channels_last_copy(rng.standard_normal((2, o if backward else c, h, w)))
+    kwargs = dict(backward=backward, relu=not backward, max_band_bytes=6000, separable=separable)
+    want = winograd.conv3x3(x, weights, b, **kwargs)
+    groups = []
+    real = winograd._shared_bands
+    monkeypatch.setattr(winograd, "_shared_bands", lambda *a: groups.append(a[-3]) or real(*a))
+    for workers in (2, 3):
+        got = winograd.conv3x3(x, weights, b, pool=ArrayPool(), workers=workers, **kwargs)
+        assert rel_error(got, want) < 1e-15, workers
+    assert groups == [2, 3]
+
+
 def test_threaded_bands_take_what_the_memory_model_says():
     """One BandWork per worker from the pool's work buffer: ``temporary_bytes(..., workers)``."""
     rng = np.random.default_rng(2)

@@ -61,6 +61,7 @@ output's scale; ``tests/test_fast_winograd.py`` measures both.
 """
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 from minivgg.backend import device_of, get_array_module
@@ -78,7 +79,9 @@ from minivgg.fast.toom_cook import POINTS, plans
 #: than 8, conv1_2 and conv2_2 run two tile rows a band at 512 x 512 instead of one, and their
 #: forwards took 71 and 47 ms instead of 79 and 56 (two workers, separable; ``BAND_BYTES`` is
 #: read at each call, so a script can try others).
-BAND_BYTES = {"cpu": (16 * 2**20, 24 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
+#: The cap sets the deep layers' (2U is 75 MiB for conv4_x): with 48 MiB rather than 24 and
+#: shared products (``shared_products``), conv4_2's forward at 512 x 512 took 32.6 ms instead of 40.5.
+BAND_BYTES = {"cpu": (16 * 2**20, 48 * 2**20), "gpu": (192 * 2**20, 768 * 2**20)}
 
 
 class Transforms(NamedTuple):
@@ -219,8 +222,11 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     bands = [(img, t0) for img in range(n) for t0 in range(0, th, rows)]
     workers = max(1, min(workers, len(bands)))
     sizes = band_work_sizes(c, o, h, wd, m, rows, separable)
-    flat = work(pool, xp, list(sizes) * workers, x.dtype)                    # one BandWork per worker
     out = empty(pool, xp, (n, o, h, wd), x.dtype, channels_last=layout, only_free=backward)
+    if layout and workers > 1 and shared_products(c, rows * tw):
+        _shared_bands(xp, x, out, u_t, transforms, b, m, rows, tw, bands, sizes, pool, workers, relu, separable)
+        return out
+    flat = work(pool, xp, list(sizes) * workers, x.dtype)                    # one BandWork per worker
 
     def run(k, stop):                                                        # worker k: bands k, k+workers, ...
         buffers = BandWork._make(flat[k * len(sizes):(k + 1) * len(sizes)])
@@ -236,14 +242,17 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
 
 
 def _input_tiles(xp, x, transforms: Transforms, m: int, t0: int, r: int, tw: int, buffers: BandWork,
-                 layout: bool, separable: bool):
+                 layout: bool, separable: bool, v=None):
     """V = KB @ D for tile rows t0 .. t0 + R of the image x (C, H, W): (a*a, P, C) channels-last
     (tiles first), (a*a, C, P) in C order. D, the a x a tiles (stride m) of the zero-padded image,
     is gathered from a padded copy of the band's rows, or, ``separable``, from those rows
-    already transformed (``_separable_tiles``)."""
+    already transformed (``_separable_tiles``). V goes into ``buffers.transformed``, or, given, into
+    ``v`` (channels-last: rows of a larger V whose P and C merge, ``_shared_bands``)."""
     a, c, p = m + 2, x.shape[0], r * tw
+    if v is None:
+        v = prefix_view(buffers.transformed, (a * a, p, c) if layout else (a * a, c, p))
     if separable:
-        return _separable_tiles(xp, x, transforms.input_rows, m, t0, r, tw, buffers, layout)
+        return _separable_tiles(xp, x, transforms.input_rows, m, t0, r, tw, buffers, layout, v)
     wp = m * tw + 2
     if layout:                                                               # (1, C, m*R+2, WP) in either order
         buf = prefix_view(buffers.padded, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2)
@@ -257,12 +266,20 @@ def _input_tiles(xp, x, transforms: Transforms, m: int, t0: int, r: int, tw: int
     else:
         d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))              # D, channels before tiles
         d[...] = tiles
-    v = prefix_view(buffers.transformed, (a * a, p * c))
-    xp.matmul(transforms.input, d.reshape(a * a, p * c), out=v)             # (a*a, a*a) @ (a*a, P*C)
-    return v.reshape(a * a, p, c) if layout else v.reshape(a * a, c, p)
+    xp.matmul(transforms.input, d.reshape(a * a, p * c), out=_merged(v, (a * a, p * c)))  # KB @ D
+    return v
 
 
-def _separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers: BandWork, layout: bool):
+def _merged(v, shape):
+    """v reshaped to ``shape`` as a view (a product writes through it), never a copy."""
+    if v.flags.c_contiguous:
+        return v.reshape(shape)
+    view = v.view()
+    view.shape = shape                                                       # raises rather than copy
+    return view
+
+
+def _separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers: BandWork, layout: bool, v):
     """``_input_tiles`` one axis at a time (``conv3x3``'s ``separable``), bt (a, a) being KB's factor.
 
     Rows: for each tile row i, T[i, xi] = sum_alpha bt[xi, alpha] x[:, m*(t0 + i) - 1 + alpha, :],
@@ -301,9 +318,81 @@ def _separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers: BandW
     else:
         d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))              # (xi, beta, C, R, TW)
         d[...] = tiles.transpose(3, 0, 1, 2, 4)
-    v = prefix_view(buffers.transformed, (a, a, p * c))
-    xp.matmul(bt, d.reshape(a, a, p * c), out=v)                             # per xi: (a, a) @ (a, P*C)
-    return v.reshape(a * a, p, c) if layout else v.reshape(a * a, c, p)
+    xp.matmul(bt, d.reshape(a, a, p * c), out=_merged(v, (a, a, p * c)))   # per xi: (a, a) @ (a, P*C)
+    return v
+
+
+def shared_products(c: int, p: int) -> bool:
+    """Whether several workers' channels-last bands of P tiles each share their products
+    (``_shared_bands``): when P is fewer than the C input channels, the same rule as
+    ``channels_first_products`` (VGG's conv3_1 onwards at 256 and 512).
+
+    Why: a thin band's a*a products each stream a whole U[xi nu] (C x O) for few rows of V, so
+    with a band per worker every worker streams all of U; sharing the group's products, each
+    worker multiplies the whole group's V by half of the a*a matrices. Measured at 512 x 512, two
+    workers, separable, ``BAND_BYTES`` (16, 48) MiB, against a band per worker: conv4_2 forward
+    39.1 -> 32.6 ms, backward 30.4 -> 30.4; conv4_1 forward 18.5 -> 16.3; conv5_1 forward 13.6 ->
+    11.5; conv3_2 38.2 -> 37.7 (P = 64 against C = 256).
+    """
+    return p < c
+
+
+def _shared_bands(xp, x, out, u_t, transforms: Transforms, b, m: int, rows: int, tw: int, bands, sizes,
+                  pool, workers: int, relu: bool, separable: bool):
+    """``conv3x3``'s bands in groups of ``workers``, for thin channels-last bands (``shared_products``).
+
+    Each group goes in three steps, the workers meeting at a barrier between them: each worker's
+    band's V into its rows of the group's V (a*a, P_group, C); the a*a products M = V @ U^T of the
+    whole group, dealt out by xi nu (worker k takes a*a*k/workers ..); each worker's band's Y
+    from its rows of the group's M, copied into the image. The padded rows, the tiles and Y are
+    each worker's own (``BandWork``); V and M the group's, as large as the workers' own would be.
+    """
+    n_ch, o = u_t.shape[1], u_t.shape[2]
+    a = m + 2
+    own = [sizes.padded, sizes.tiles_then_y, sizes.uncropped]
+    flat = work(pool, xp, own * workers + [sizes.transformed * workers, sizes.products * workers], x.dtype)
+    group_p = rows * tw * workers
+    v_all = prefix_view(flat[-2], (a * a, group_p, n_ch))                    # the group's V
+    m_all = prefix_view(flat[-1], (a * a, group_p, o))                       # and its M
+    th = -(-out.shape[2] // m)
+    device = device_of(x)
+    barrier = threading.Barrier(workers)
+    splits = [a * a * k // workers for k in range(workers + 1)]              # each worker's xi nu
+
+    def run(k, stop):
+        mine = BandWork(flat[3 * k], flat[3 * k + 1], None, None, flat[3 * k + 2])
+        try:
+            for g0 in range(0, len(bands), workers):
+                if stop.is_set():
+                    return
+                group = bands[g0:g0 + workers]
+                spans = [min(rows, th - t0) * tw for _, t0 in group]         # P of each band
+                starts = [sum(spans[:j]) for j in range(len(group))]
+                total = sum(spans)
+                if k < len(group):                                           # 1: this band's V
+                    img, t0 = group[k]
+                    v = v_all[:, starts[k]:starts[k] + spans[k]]
+                    _input_tiles(xp, x[img], transforms, m, t0, spans[k] // tw, tw, mine, True, separable, v)
+                barrier.wait()
+                lo, hi = splits[k], splits[k + 1]                            # 2: products xi nu = lo .. hi
+                xp.matmul(v_all[lo:hi, :total], u_t[lo:hi], out=m_all[lo:hi, :total])
+                if b is not None and lo <= transforms.ones_column < hi:
+                    m_all[transforms.ones_column, :total] += b
+                barrier.wait()
+                if k < len(group):                                           # 3: this band's Y, written
+                    img, t0 = group[k]
+                    r = spans[k] // tw
+                    mm = m_all[:, starts[k]:starts[k] + spans[k]].reshape(a * a, spans[k] * o)
+                    y = prefix_view(mine.tiles_then_y, (m * m, spans[k] * o))
+                    xp.matmul(transforms.output, mm, out=y)                  # (m*m, a*a) @ (a*a, P*O)
+                    _write_band(xp, y.reshape(m, m, r, tw, o), out[img], m, t0, relu, device,
+                                mine.uncropped, True)
+        except threading.BrokenBarrierError:
+            return                                                           # another worker failed: its error is raised
+        except BaseException:
+            barrier.abort()                                                  # free the others from the barrier
+            raise
+    run_workers(run, workers)
 
 
 def channels_first_products(c: int, p: int) -> bool:
