@@ -97,3 +97,19 @@ def test_the_style_gradient_added_into_a_given_one(xp, monkeypatch, span_bytes):
             into = order(arriving).copy(order="K")
             got = fast.style_loss_backward(cache, 3.0, workers=workers, into=into)
             assert got is into and rel_error(got, want) < 1e-15
+
+
+def test_every_worker_gets_a_span_of_a_small_map(monkeypatch):
+    """A map smaller than one ``SPAN_BYTES`` span (conv4_1 at 256 x 256) is still cut in as many
+    spans as there are workers, and gives the one-worker gradient."""
+    rng = np.random.default_rng(9)
+    f, _, a = _features(np, rng)
+    _, cache = fast.style_loss_forward(f, a)
+    assert f[0].nbytes < fast.SPAN_BYTES
+    want = fast.style_loss_backward(cache, 3.0)
+    dealt = []
+    real = fast.run_workers
+    monkeypatch.setattr(fast, "run_workers", lambda job, workers: dealt.append(workers) or real(job, workers))
+    for workers in (2, 3):
+        assert rel_error(fast.style_loss_backward(cache, 3.0, workers=workers), want) < 1e-15
+    assert dealt == [2, 3]

@@ -88,14 +88,16 @@ def style_loss_backward(cache: StyleCache, dloss=1.0, *, workers: int = 1, into=
     that share the spans (``minivgg.fast.threads``; the caller gave the BLAS one thread).
     ``into``: a gradient of f's shape to add this one to, in place (and return): each
     span's product then goes through a span-sized buffer per worker, in cache, instead
-    of a whole new gradient that the caller adds in a pass of its own.
+    of a whole new gradient that the caller adds in a pass of its own. Spans are at most
+    1/workers of the positions, so a small map still gives every worker one (conv4_1 at
+    256 x 256 is 1024 positions of 512 channels: one span of ``SPAN_BYTES``, one thread).
     """
     f, gram_diff, scale = cache
     xp = get_array_module(f)
     scaled = gram_diff * gram_diff.dtype.type(scale * dloss)       # (N, C, C)
     fmat = flat_spatial(f)                                          # (N, C, M) view
     n, c, m = fmat.shape
-    span = span_positions(f, SPAN_BYTES)
+    span = min(span_positions(f, SPAN_BYTES), -(-m // max(1, workers)))  # a span for every worker
     starts = range(0, m, span)
     workers = max(1, min(workers, len(starts)))
     if into is None:
