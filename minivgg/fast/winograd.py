@@ -34,6 +34,8 @@ per position (xi, nu) of the a x a tile, and that is where the time goes:
 The transforms are small linear maps on each tile's a*a values, so each is one
 matrix product as well, with the Kronecker products BT (x) BT and AT (x) AT
 (``WinogradPlan``): every step is GEMM-shaped and runs on the BLAS's threads.
+The input transform can also go one axis at a time, BT down the rows and then
+BT across the columns (``conv3x3``'s ``separable``): a third of the multiply-adds.
 Against im2col (9 multiply-adds per weight and output pixel), F(2x2,3x3)
 does 4 and F(4x4,3x3) 2.25, plus the transforms' O(C + O) per pixel.
 
@@ -193,6 +195,8 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     (``minivgg.fast.threads``: the caller has given the BLAS one thread), each
     with work arrays of its own within 1/workers of that bound, and as many
     bands as a multiple of ``workers``, so no thread waits on a last odd band.
+    Channels-last bands thinner than their channels go in groups of a band per
+    worker that share their products (``shared_products``, ``_shared_bands``).
     With one worker the products run on the BLAS's own threads, the copies
     around them on the calling thread.
 
@@ -407,6 +411,8 @@ def channels_first_products(c: int, p: int) -> bool:
     (P innermost, the image's O innermost), which costs more than it saves when P is large
     (conv1_2: 87 against 80 ms at 512 x 512). Measured per layer, two workers, forward:
     conv4_2 at 64 x 64 (P = 32): 37.0 against 46.9 ms; conv1_2 at 512 x 512 (P = 128): tiles-first.
+    With several workers such bands share their products instead (``shared_products``), tiles first:
+    this order is then the one-worker route's.
     """
     return p < c
 
