@@ -84,10 +84,10 @@ def test_a_switch_off_changes_the_route_it_names(vgg_params, monkeypatch):
         calls.clear()
         feats, cache = FastVGG19(params, "avg", "cpu", switches).forward(x, ("conv1_1", "pool1"))
         assert calls == called and check(feats["conv1_1"], cache), switches
-    import minivgg.fast.winograd as fast_winograd                # the separable input transform, both ways
+    import minivgg.fast.winograd_band as winograd_band           # the separable input transform, both ways
     rows = []
-    real_rows = fast_winograd._separable_tiles
-    monkeypatch.setattr(fast_winograd, "_separable_tiles", lambda *a: rows.append(1) or real_rows(*a))
+    real_rows = winograd_band.separable_tiles
+    monkeypatch.setattr(winograd_band, "separable_tiles", lambda *a: rows.append(1) or real_rows(*a))
     for switches in (defaults, defaults.off("separable_winograd")):
         rows.clear()
         net = FastVGG19(params, "avg", "cpu", switches)

@@ -67,12 +67,12 @@ import threading
 from typing import NamedTuple
 
 from minivgg.backend import device_of, get_array_module
-from minivgg.conv import windows
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
-from minivgg.fast.layout import padded_rows, prefix_view
+from minivgg.fast.layout import prefix_view
 from minivgg.fast.threads import run_workers
 from minivgg.fast.toom_cook import POINTS, plans
+from minivgg.fast.winograd_band import input_tiles, products_channels_first, products_tiles_first, write_band
 
 #: Bytes of one band's temporaries together, per device: (floor, cap), as ``minivgg.fast.conv.TILE_BYTES``.
 #: On the GPU each band costs a dozen kernel launches, so bands are large: with (64, 256) MiB
@@ -170,9 +170,9 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     says which. ``backward``: the transposed convolution instead, x = dout
     (N, O, H, W) -> dx (N, C, H, W), with the same U.
 
-    Each band goes in three steps: its tiles' input transform V (``_input_tiles``),
-    the a*a products M and the output transform Y (``_products_tiles_first`` or
-    ``_products_channels_first``), and Y's copy into the image (``_write_band``).
+    Each band goes in three steps: its tiles' input transform V (``input_tiles``),
+    the a*a products M and the output transform Y (``products_tiles_first`` or
+    ``products_channels_first``), and Y's copy into the image (``write_band``).
     The copies follow x's order: channels-last, every copy moves whole channel
     vectors and V is (a*a, P, C), tiles before channels; in C order the copies
     move single floats m apart and V is (a*a, C, P). The forward's channels-last
@@ -182,7 +182,7 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     --sizes 256 512 --ablate``, switch ``channels_last``); on the GPU it runs in
     C order (``Transforms.default``).
 
-    ``separable``: the input transform one axis at a time (``_separable_tiles``):
+    ``separable``: the input transform one axis at a time (``minivgg.fast.winograd_band.separable_tiles``):
     KB = BT (x) BT, so V is BT applied down the rows of the image, then across
     the columns of the tiles, a third of the multiply-adds of one product with
     KB (2 * 2a^3 against 2a^4 per tile and channel), and the rows' step reads
@@ -220,9 +220,9 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     th, tw = -(-h // m), -(-wd // m)
     rows = band_rows(c, o, h, wd, m, x.dtype.itemsize, weights.u.nbytes, device, max_band_bytes, workers)
     if layout and (backward or not channels_first_products(c, rows * tw)):
-        products = _products_tiles_first                                     # V (a*a, P, C) @ U^T
+        products = products_tiles_first                                     # V (a*a, P, C) @ U^T
     else:
-        products = _products_channels_first                                  # U @ V^T, or C order's V
+        products = products_channels_first                                  # U @ V^T, or C order's V
     bands = [(img, t0) for img in range(n) for t0 in range(0, th, rows)]
     workers = max(1, min(workers, len(bands)))
     sizes = band_work_sizes(c, o, h, wd, m, rows, separable)
@@ -238,92 +238,11 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
             if stop.is_set():
                 return
             r = min(rows, th - t0)
-            v = _input_tiles(xp, x[img], transforms, m, t0, r, tw, buffers, layout, separable)
+            v = input_tiles(xp, x[img], transforms, m, t0, r, tw, buffers, layout, separable)
             y5 = products(xp, v, u_t, transforms, b, m, r, tw, buffers, layout)   # (m, m, R, TW, O)
-            _write_band(xp, y5, out[img], m, t0, relu, device, buffers.uncropped, layout)
+            write_band(xp, y5, out[img], m, t0, relu, device, buffers.uncropped, layout)
     run_workers(run, workers)
     return out
-
-
-def _input_tiles(xp, x, transforms: Transforms, m: int, t0: int, r: int, tw: int, buffers: BandWork,
-                 layout: bool, separable: bool, v=None):
-    """V = KB @ D for tile rows t0 .. t0 + R of the image x (C, H, W): (a*a, P, C) channels-last
-    (tiles first), (a*a, C, P) in C order. D, the a x a tiles (stride m) of the zero-padded image,
-    is gathered from a padded copy of the band's rows, or, ``separable``, from those rows
-    already transformed (``_separable_tiles``). V goes into ``buffers.transformed``, or, given, into
-    ``v`` (channels-last: rows of a larger V whose P and C merge, ``_shared_bands``)."""
-    a, c, p = m + 2, x.shape[0], r * tw
-    if v is None:
-        v = prefix_view(buffers.transformed, (a * a, p, c) if layout else (a * a, c, p))
-    if separable:
-        return _separable_tiles(xp, x, transforms.input_rows, m, t0, r, tw, buffers, layout, v)
-    wp = m * tw + 2
-    if layout:                                                               # (1, C, m*R+2, WP) in either order
-        buf = prefix_view(buffers.padded, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2)
-    else:
-        buf = prefix_view(buffers.padded, (1, c, m * r + 2, wp))
-    xb = padded_rows(x[None], m * t0 - 1, m * t0 - 1 + m * r + 2, 1, buf)[0]  # (C, m*R+2, WP)
-    tiles = windows(xb, (a, a), (m, m), (r, tw))                            # (a, a, C, R, TW) view
-    if layout:
-        d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))              # D, tiles before channels
-        d[...] = tiles.transpose(0, 1, 3, 4, 2)
-    else:
-        d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))              # D, channels before tiles
-        d[...] = tiles
-    xp.matmul(transforms.input, d.reshape(a * a, p * c), out=_merged(v, (a * a, p * c)))  # KB @ D
-    return v
-
-
-def _merged(v, shape):
-    """v reshaped to ``shape`` as a view (a product writes through it), never a copy."""
-    if v.flags.c_contiguous:
-        return v.reshape(shape)
-    view = v.view()
-    view.shape = shape                                                       # raises rather than copy
-    return view
-
-
-def _separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers: BandWork, layout: bool, v):
-    """``_input_tiles`` one axis at a time (``conv3x3``'s ``separable``), bt (a, a) being KB's factor.
-
-    Rows: for each tile row i, T[i, xi] = sum_alpha bt[xi, alpha] x[:, m*(t0 + i) - 1 + alpha, :],
-    one product straight from the image rows (rows above or below the image are zeros: their
-    columns of bt are left out), written between T's zero columns 0 and W + 1 .. WP - 1.
-    Columns: the a x a tiles of T, D[xi, beta, .., i, j] = T[i, xi, :, m*j + beta], gathered as
-    ``_input_tiles`` gathers the image's, then V[xi, nu] = sum_beta bt[nu, beta] D[xi, beta]: a
-    product per xi. T lives in ``buffers.padded``, stored (R, a, WP, C) channels-last and
-    (R, C, a, WP) in C order.
-    """
-    a, p = m + 2, r * tw
-    c, h, wd = x.shape
-    wp = m * tw + 2
-    if layout:
-        t = prefix_view(buffers.padded, (r, a, wp, c))                       # (R, a, WP, C)
-        t[:, :, 0] = 0
-        t[:, :, wd + 1:] = 0
-        image_rows = x.transpose(1, 2, 0).reshape(h, wd * c)                  # x's memory: (H, W*C)
-    else:
-        t = prefix_view(buffers.padded, (r, c, a, wp))                       # (R, C, a, WP)
-        t[..., 0] = 0
-        t[..., wd + 1:] = 0
-    for i in range(r):
-        y0 = m * (t0 + i) - 1                                                # the tile row's first image row
-        lo, hi = max(y0, 0), min(y0 + a, h)
-        cols = bt[:, lo - y0:hi - y0]                                        # (a, rows inside the image)
-        if layout:                                                           # (a, k) @ (k, W*C) -> (a, W*C)
-            xp.matmul(cols, image_rows[lo:hi], out=t[i, :, 1:wd + 1].reshape(a, wd * c))
-        else:                                                                # per channel: (a, k) @ (k, W)
-            xp.matmul(cols, x[:, lo:hi], out=t[i, :, :, 1:wd + 1])
-    logical = t.transpose(3, 0, 1, 2) if layout else t.transpose(1, 0, 2, 3)   # (C, R, a, WP) view
-    tiles = windows(logical, (1, a), (1, m), (a, tw))[0]                     # (a beta, C, R, a xi, TW)
-    if layout:
-        d = prefix_view(buffers.tiles_then_y, (a, a, r, tw, c))              # (xi, beta, R, TW, C)
-        d[...] = tiles.transpose(3, 0, 2, 4, 1)
-    else:
-        d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))              # (xi, beta, C, R, TW)
-        d[...] = tiles.transpose(3, 0, 1, 2, 4)
-    xp.matmul(bt, d.reshape(a, a, p * c), out=_merged(v, (a, a, p * c)))   # per xi: (a, a) @ (a, P*C)
-    return v
 
 
 def shared_products(c: int, p: int) -> bool:
@@ -376,7 +295,7 @@ def _shared_bands(xp, x, out, u_t, transforms: Transforms, b, m: int, rows: int,
                 if k < len(group):                                           # 1: this band's V
                     img, t0 = group[k]
                     v = v_all[:, starts[k]:starts[k] + spans[k]]
-                    _input_tiles(xp, x[img], transforms, m, t0, spans[k] // tw, tw, mine, True, separable, v)
+                    input_tiles(xp, x[img], transforms, m, t0, spans[k] // tw, tw, mine, True, separable, v)
                 barrier.wait()
                 lo, hi = splits[k], splits[k + 1]                            # 2: products xi nu = lo .. hi
                 xp.matmul(v_all[lo:hi, :total], u_t[lo:hi], out=m_all[lo:hi, :total])
@@ -389,10 +308,10 @@ def _shared_bands(xp, x, out, u_t, transforms: Transforms, b, m: int, rows: int,
                     mm = m_all[:, starts[k]:starts[k] + spans[k]].reshape(a * a, spans[k] * o)
                     y = prefix_view(mine.tiles_then_y, (m * m, spans[k] * o))
                     xp.matmul(transforms.output, mm, out=y)                  # (m*m, a*a) @ (a*a, P*O)
-                    _write_band(xp, y.reshape(m, m, r, tw, o), out[img], m, t0, relu, device,
+                    write_band(xp, y.reshape(m, m, r, tw, o), out[img], m, t0, relu, device,
                                 mine.uncropped, True)
-        except threading.BrokenBarrierError:
-            return                                                           # another worker failed: its error is raised
+        except threading.BrokenBarrierError:                                 # another worker failed:
+            return                                                           # its error is raised
         except BaseException:
             barrier.abort()                                                  # free the others from the barrier
             raise
@@ -415,59 +334,6 @@ def channels_first_products(c: int, p: int) -> bool:
     this order is then the one-worker route's.
     """
     return p < c
-
-
-def _products_tiles_first(xp, v, u_t, transforms: Transforms, b, m: int, r: int, tw: int,
-                          buffers: BandWork, layout: bool):
-    """Y of a channels-last band from V (a*a, P, C): M = V @ U^T (a*a, P, O) (u_t: (a*a, C, O)),
-    the bias into M's ones row, Y = KA @ M, returned as the view (m, m, R, TW, O) of
-    ``buffers.tiles_then_y`` (D's memory: V is made, D is dead)."""
-    a, p, o = m + 2, r * tw, u_t.shape[2]
-    mm = prefix_view(buffers.products, (a * a, p, o))
-    xp.matmul(v, u_t, out=mm)                                                # (a*a, P, C) @ (a*a, C, O)
-    if b is not None:                                                        # KA[:, ones] is all ones, so
-        mm[transforms.ones_column] += b                                      # this adds b to all m*m outputs
-    y = prefix_view(buffers.tiles_then_y, (m * m, p * o))
-    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, P*O)
-    return y.reshape(m, m, r, tw, o)
-
-
-def _products_channels_first(xp, v, u_t, transforms: Transforms, b, m: int, r: int, tw: int,
-                             buffers: BandWork, layout: bool):
-    """Y from V, channels before tiles: M = U @ V (a*a, O, P) with V (a*a, C, P) (C order's own, or a
-    channels-last band's (a*a, P, C) read transposed: ``channels_first_products``), the bias down
-    M's ones row, Y = KA @ M (m*m, O, P), returned as the view (m, m, R, TW, O)."""
-    a, p, o = m + 2, r * tw, u_t.shape[2]
-    if layout:
-        v = v.transpose(0, 2, 1)                                             # (a*a, C, P) view
-    mm = prefix_view(buffers.products, (a * a, o, p))
-    xp.matmul(u_t.transpose(0, 2, 1), v, out=mm)                             # (a*a, O, C) @ (a*a, C, P)
-    if b is not None:                                                        # as above, down M's columns
-        mm[transforms.ones_column] += b.reshape(o, 1)
-    y = prefix_view(buffers.tiles_then_y, (m * m, p * o))                    # D's memory: V is made, D is dead
-    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, O*P)
-    return y.reshape(m, m, o, r, tw).transpose(0, 1, 3, 4, 2)                # (m, m, R, TW, O) view
-
-
-def _write_band(xp, y5, out, m: int, t0: int, relu: bool, device: str, uncropped, layout: bool):
-    """Copy the band's tiles y5 (m, m, R, TW, O) to their rows of out (O, H, W) (with ``relu``, max(Y, 0)):
-    straight in, or through ``uncropped`` (flat work memory) when the image's edge cuts the tiles."""
-    r, tw, o = y5.shape[2:]
-    h, wd = out.shape[1:]
-    rows_out = min(m * r, h - m * t0)
-    band = out[:, m * t0:m * t0 + rows_out]                                  # (O, rows_out, W) view
-    if rows_out == m * r and wd == m * tw:
-        _scatter(xp, y5, _tile_view(band, m, r, tw), relu, device)
-        return
-    full = prefix_view(uncropped, (m * r, m * tw, o)).transpose(2, 0, 1) if layout \
-        else prefix_view(uncropped, (o, m * r, m * tw))                      # (O, m*R, m*TW)
-    _scatter(xp, y5, _tile_view(full, m, r, tw), relu, device)
-    band[...] = full[:, :rows_out, :wd]
-
-
-def _tile_view(band, m: int, r: int, tw: int):
-    """Writable view (m, m, R, TW, O) of band (O, m*R, m*TW): view[a, b, i, j, o] = band[o, m*i + a, m*j + b]."""
-    return windows(band, (m, m), (m, m), (r, tw)).transpose(0, 1, 3, 4, 2)
 
 
 def band_rows(c: int, o: int, h: int, w: int, m: int, itemsize: int, u_bytes: int, device: str = "cpu",
@@ -516,26 +382,3 @@ def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, devic
     th = -(-h // m)
     used = min(workers, -(-th // rows))                                      # workers that get a band
     return sum(band_work_sizes(c, o, h, w, m, rows, separable)) * itemsize * max(1, used)
-
-
-def _scatter(xp, y5, tiles, relu: bool, device: str):
-    """tiles[...] = y5, or max(y5, 0) with ``relu``: the ReLU rides in the copy, no pass of its own.
-
-    y5, tiles: (m, m, R, TW, O). On the CPU into a C-order output the plain
-    copy goes one tile position (R, TW, O) at a time: given the whole 5-D
-    view, NumPy's copy loops innermost over the destination's smallest stride,
-    the m columns of a tile, whose sources lie P*O apart, and ran twice as
-    slow. Into a channels-last output (the CPU's default) the innermost run is
-    O contiguous floats on both sides, and the whole view is the faster copy
-    (conv1_2's 512 x 512 map: 11 ms against 14 ms one position at a time).
-    For the ReLU's ``maximum`` the whole view measured faster than m*m calls,
-    so it stays whole. On the GPU one kernel does it all.
-    """
-    if relu:
-        xp.maximum(y5, 0, out=tiles)
-    elif device == "cpu" and tiles.strides[-1] != tiles.itemsize:        # C order: O is not innermost
-        for alpha in range(y5.shape[0]):
-            for beta in range(y5.shape[1]):
-                tiles[alpha, beta] = y5[alpha, beta]
-    else:
-        tiles[...] = y5
