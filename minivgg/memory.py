@@ -57,8 +57,9 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
 * **transformed weights** (the fast engine with ``conv="winograd"``, the
   default): each Winograd layer up to the deepest tap keeps U
   (``minivgg.fast.winograd.weights_bytes``: a*a*O*C elements, a = 6 for
-  F(4x4), 4 for F(2x2); ``minivgg.fast.network.winograd_tile``), in the
-  baseline: 186 MB for conv1_2 .. conv5_1 in float32.
+  F(4x4), 4 for F(2x2); ``minivgg.fast.network.winograd_tile``; twice for the
+  thin layers conv1_2 and conv2_1, whose forward keeps U^T as well), in the
+  baseline: 188 MB for conv1_2 .. conv5_1 in float32.
 
 Construction of the objective runs two forward passes, one after the other
 (the content pass's activations are freed before the style pass starts), so

@@ -124,7 +124,7 @@ def test_thin_bands_share_their_products_among_workers(monkeypatch, m, backward,
     want = winograd.conv3x3(x, weights, b, **kwargs)
     groups = []
     real = winograd._shared_bands
-    monkeypatch.setattr(winograd, "_shared_bands", lambda *a: groups.append(a[-3]) or real(*a))
+    monkeypatch.setattr(winograd, "_shared_bands", lambda *a: groups.append(a[-4]) or real(*a))   # workers
     for workers in (2, 3):
         got = winograd.conv3x3(x, weights, b, pool=ArrayPool(), workers=workers, **kwargs)
         assert rel_error(got, want) < 1e-16, workers

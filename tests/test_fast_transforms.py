@@ -1,4 +1,4 @@
-"""Every combination of the fast engine's switches (``minivgg.fast.transforms.Transforms``, 2^10) against
+"""Every combination of the fast engine's switches (``minivgg.fast.transforms.Transforms``, 2^11) against
 the reference engine, float64, on the real VGG-19: the objective's losses and gradient agree to 1e-12."""
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_every_combination_of_switches_agrees_with_the_reference(xp, vgg_params,
     want = objective(x)
     worst = [0.0, 0.0]                                           # losses, gradient
     combinations = list(Transforms.every_combination())
-    assert len(combinations) == 2 ** len(Transforms.names()) == 1024
+    assert len(combinations) == 2 ** len(Transforms.names()) == 2048
     first = FastVGG19(reference.params, pooling, reference.device)  # its Winograd kernels, made once, shared
     for transforms in combinations:
         evaluator = FastEvaluator(first.with_transforms(transforms), objective.targets)
@@ -49,7 +49,7 @@ def test_every_combination_of_switches_agrees_with_the_reference(xp, vgg_params,
             worst = [max(worst[0], losses), max(worst[1], gradient)]
             assert losses < 1e-12 and gradient < 1e-12, (transforms, losses, gradient)
     # measured (numpy, both poolings): losses <= 4e-15, gradient <= 2e-15
-    print(f"{pooling}: worst over 1024 settings: losses {worst[0]:.1e}, gradient {worst[1]:.1e}")
+    print(f"{pooling}: worst over 2048 settings: losses {worst[0]:.1e}, gradient {worst[1]:.1e}")
 
 
 def test_a_switch_off_changes_the_route_it_names(vgg_params, monkeypatch):
@@ -62,7 +62,8 @@ def test_a_switch_off_changes_the_route_it_names(vgg_params, monkeypatch):
     defaults = Transforms.default("cpu")
     assert defaults == Transforms() and defaults.lean and defaults.threads
     gpu = Transforms.default("gpu")
-    assert not (gpu.channels_last or gpu.threads or gpu.lean or gpu.separable_winograd) and gpu.winograd
+    assert not (gpu.channels_last or gpu.threads or gpu.lean or gpu.separable_winograd or gpu.small_products)
+    assert gpu.winograd
     assert Transforms().with_route("im2col") == Transforms(winograd=False, channels_last=False)
     assert gpu.with_route(None, lean=True).lean and not defaults.with_route(None, lean=False).lean
     assert defaults.with_route(None).lean and Transforms().off("inplace").inplace is False
@@ -94,6 +95,17 @@ def test_a_switch_off_changes_the_route_it_names(vgg_params, monkeypatch):
         feats, cache = net.forward(x, ("conv1_2",))
         net.backward({"conv1_2": feats["conv1_2"]}, cache)
         assert bool(rows) == switches.separable_winograd, switches
+    import minivgg.fast.small_products as small_products         # products in pieces, or whole
+    asked = []
+    real_columns = small_products.columns
+    monkeypatch.setattr(small_products, "columns", lambda xp, a, b, out, enabled=True:
+                        asked.append(enabled) or real_columns(xp, a, b, out, enabled))
+    for switches in (defaults, defaults.off("small_products")):
+        asked.clear()
+        net = FastVGG19(params, "avg", "cpu", switches)
+        feats, cache = net.forward(x, ("conv1_2",))
+        net.backward({"conv1_2": feats["conv1_2"]}, cache)
+        assert asked and set(asked) == {switches.small_products}, switches
     net = FastVGG19(params, "avg", "cpu", defaults.off("winograd"))
     assert net.conv == "im2col" and net.winograd_weights("conv3_1") is None
     assert FastVGG19(params, "avg", "cpu").winograd_weights("conv3_1").m == 4

@@ -48,12 +48,14 @@ WINOGRAD_SHAPES = [(16, 32, 24, 40), (64, 48, 37, 29), (256, 256, 64, 64)]
 @pytest.mark.parametrize("last", [False, True])
 @pytest.mark.parametrize("separable", [False, True])
 def test_winograd_reports_what_it_keeps_and_takes_from_a_pool(m, c, o, h, w, last, separable):
-    """``weights_bytes`` is prepare's U; ``temporary_bytes`` is the work buffer conv3x3 takes, forward
+    """``weights_bytes`` is what prepare keeps (U, and U^T in the forward's order for thin layers);
+    ``temporary_bytes`` is the work buffer conv3x3 takes, forward
     (C -> O) and backward (O -> C), in either memory order, with either input transform."""
     rng = np.random.default_rng(1)
     order = channels_last_copy if last else (lambda a: a)
     weights = winograd.prepare(rng.standard_normal((o, c, 3, 3)).astype(np.float32), m)
-    assert weights.u.nbytes == winograd.weights_bytes(o, c, m, 4)
+    assert weights.nbytes == winograd.weights_bytes(o, c, m, 4)
+    assert (weights.u_forward is not None) == (c * o <= 64 * 128)             # the thin layers' second U
     rows = winograd.band_rows(c, o, h, w, m, 4, weights.u.nbytes)
     assert (rows < -(-h // m)) == ((c, h) == (256, 64))                      # the last shape runs in bands
     for backward in (False, True):

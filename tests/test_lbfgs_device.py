@@ -116,17 +116,27 @@ def test_two_loop_on_the_free_variables_gives_a_descent_direction(xp):
 def test_unwritten_history_slots_take_no_memory_on_the_cpu():
     """What the memory model counts (minivgg.memory, "lbfgs-device"): NumPy's zeros are pages
     the kernel maps on first write, so a history of 20 slots costs only the slots written."""
-    def resident() -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * 4096
+    def resident(*arrays) -> int:
+        """Resident bytes of the mappings that hold the arrays (/proc/self/smaps): the process's own
+        RSS also moves when the kernel reclaims other pages meanwhile (it did, in a full test run)."""
+        spans = [(a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays]
+        total, inside = 0, False
+        with open("/proc/self/smaps") as handle:          # NumPy's huge-page advice splits a buffer's
+            for line in handle:                            # mapping in several: each one that overlaps
+                head = line.split()[0]
+                if "-" in head and ":" not in head:                # a mapping: start-end perms ...
+                    lo, hi = (int(v, 16) for v in head.split("-"))
+                    inside = any(lo < end and start < hi for start, end in spans)
+                elif inside and head == "Rss:":
+                    total += int(line.split()[1]) * 1024
+        return total
     n = 2**22                                           # 16 MiB per float32 row
-    before = resident()
     pairs = Pairs(20, n, np.float32, np)
-    empty = resident() - before
+    empty = resident(pairs.S, pairs.Y)
     for slot in range(2):
         pairs.S[slot] = 1.0
         pairs.Y[slot] = 1.0
-    written = resident() - before
+    written = resident(pairs.S, pairs.Y)
     assert empty < 8 * 2**20, empty                     # 2 x 21 rows allocated, none resident
     assert 60 * 2**20 < written < 80 * 2**20, written   # four rows of 16 MiB written
 

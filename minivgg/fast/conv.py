@@ -274,7 +274,7 @@ def _conv_tiled(x, w2, kh: int, kw: int, stride: int, ph: int, pw: int, out, b=N
 
 def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False,
                    max_tile_bytes: int | None = None, winograd=None, channels_last: bool | None = None,
-                   pool=None, workers: int = 1, separable: bool = False):
+                   pool=None, workers: int = 1, separable: bool = False, small_products: bool = False):
     """out = w * x + b (cross-correlation); with ``relu``, out = max(w * x + b, 0) fused.
 
     x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) -> out: (N, O, OH, OW) packed (see
@@ -287,7 +287,8 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
     ``winograd``: w transformed by ``minivgg.fast.winograd.prepare`` (3x3, stride 1,
     pad 1 only); forward and backward then go through Winograd's algorithm
     instead of im2col (same function, far fewer multiplications); ``separable``: its input
-    transform one axis at a time (``minivgg.fast.winograd.conv3x3``'s).
+    transform one axis at a time, ``small_products``: its products in pieces that OpenBLAS
+    multiplies without packing (both ``minivgg.fast.winograd.conv3x3``'s).
     ``channels_last``: lay out the output's memory as (N, OH, OW, O) (True) or
     in C order (False); by default as x's (``minivgg.fast.layout.channels_last``).
     ``pool``: an ``ArrayPool`` for the output and the tiles, or None.
@@ -303,7 +304,8 @@ def conv2d_forward(x, w, b, stride: int = 1, pad: int = 1, *, relu: bool = False
             raise ValueError(f"Winograd weights of {winograd.shape} fit 3x3 stride-1 pad-1 convs of "
                              f"those channels, not {kh}x{kw}, stride {stride}, pad {pad}, {o}x{c}")
         out = winograd_conv3x3(x, winograd, b, relu=relu, max_band_bytes=max_tile_bytes,
-                               channels_last=channels_last, pool=pool, workers=workers, separable=separable)
+                               channels_last=channels_last, pool=pool, workers=workers, separable=separable,
+                               small_products=small_products)
         return out, Conv2dCache(x, w, stride, pad, winograd)
     oh, ow = output_size(h, wd, kh, kw, stride, pad)
     layout = layout_channels_last(x) if channels_last is None else channels_last
@@ -407,7 +409,8 @@ def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: 
 
 
 def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
-                    max_tile_bytes: int | None = None, pool=None, workers: int = 1, separable: bool = False):
+                    max_tile_bytes: int | None = None, pool=None, workers: int = 1, separable: bool = False,
+                    small_products: bool = False):
     """Gradients of a scalar loss through ``out = w * x + b``.
 
     Local derivatives: dx = w^T * dout (the transposed convolution),
@@ -419,7 +422,7 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     dx is computed tile by tile (see the module docstring for the two routes);
     no full-size unrolled matrix is ever formed. ``pool``: the tiles come from
     its work buffer; dx itself is plain memory (a gradient lives one layer).
-    ``workers``, ``separable``: as ``conv2d_forward``'s.
+    ``workers``, ``separable``, ``small_products``: as ``conv2d_forward``'s.
     """
     x, w, stride, pad, winograd, x_shape = cache
     x_shape = tuple(x.shape) if x is not None else x_shape
@@ -428,7 +431,7 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     dout = dense(dout)                                              # (N, O, OH, OW), packed either way
     if winograd is not None:                                        # the transposed conv, by Winograd
         dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes, pool=pool,
-                              workers=workers, separable=separable)
+                              workers=workers, separable=separable, small_products=small_products)
     elif uses_transposed_conv(c, o, kh, kw, stride, pad):
         dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool, workers)
     else:

@@ -14,6 +14,8 @@ cache (``VGGCache``). What changes is how each step runs, one switch of
   layer through tiled im2col;
 * ``separable_winograd``: Winograd's input transform one axis at a time, the
   rows' step straight from the image (``minivgg.fast.winograd.conv3x3``'s ``separable``);
+* ``small_products``: Winograd's products cut into pieces OpenBLAS multiplies
+  without packing (``minivgg.fast.small_products``);
 * ``fused_relu``: bias and ReLU fused into each convolution's output copy (no
   ``relu_forward`` pass: the conv's output *is* the ReLU's, and its cache is
   that output); off: ``minivgg.relu.relu_forward`` after the conv;
@@ -212,7 +214,7 @@ class FastVGG19:
             out, conv_cache = conv2d_forward(x, w, b, stride=1, pad=1, relu=t.fused_relu,
                                              winograd=self.winograd_weights(name),
                                              channels_last=t.channels_last, pool=pool, workers=workers,
-                                             separable=t.separable_winograd)
+                                             separable=t.separable_winograd, small_products=t.small_products)
             if t.fused_relu:
                 relu_cache = ReluCache(out)            # the conv's output is the ReLU's, and its mask
             else:
@@ -284,7 +286,8 @@ class FastVGG19:
             else:
                 dout = _relu_backward(dout, relu_cache, dout if owned else None, workers)
             return conv2d_backward(dout, conv_cache, pool=pool, workers=workers,
-                                   separable=self.transforms.separable_winograd)[0]
+                                   separable=self.transforms.separable_winograd,
+                                   small_products=self.transforms.small_products)[0]
         if self.pooling == "max":
             return reference_pool.max_pool2d_backward(dout, cache)
         if self.transforms.separable_pool:

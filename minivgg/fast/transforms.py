@@ -4,7 +4,7 @@
 evaluator (``minivgg.fast.objective``) read it and nothing else decides their
 route. With every switch off the fast engine runs the reference's own layers
 (``minivgg.conv`` through tiled im2col, ``minivgg.relu``, ``minivgg.pool``) in
-the reference's walk. Every one of the 2^10 combinations is held to the
+the reference's walk. Every one of the 2^11 combinations is held to the
 reference engine in float64 (``tests/test_fast_transforms.py``), and each one's
 gain in time and peak memory is measured, one switch off at a time, by
 
@@ -27,6 +27,9 @@ class Transforms:
     separable_winograd  Winograd's input transform one axis at a time, its rows' step read
                      straight from the image (``minivgg.fast.winograd.conv3x3``'s ``separable``);
                      off: one product with the Kronecker square, from a padded copy of the band
+    small_products   on the CPU, Winograd's transform products (and the a*a products of layers of
+                     at most 64 x 128 channels) cut into pieces OpenBLAS multiplies without
+                     packing (``minivgg.fast.small_products``); off: one product each
     channels_last    activations stored (N, H, W, C) in memory (``minivgg.fast.layout``); off: C order
     fused_relu       bias and ReLU applied inside the conv's output tiles; off: the conv, then
                      ``minivgg.relu.relu_forward``
@@ -48,6 +51,7 @@ class Transforms:
 
     winograd: bool = True
     separable_winograd: bool = True
+    small_products: bool = True
     channels_last: bool = True
     fused_relu: bool = True
     array_pool: bool = True
@@ -60,7 +64,7 @@ class Transforms:
     @classmethod
     def default(cls, device: str = "cpu") -> "Transforms":
         """The default route on ``device``: all on on the CPU (``Transforms()``); on the GPU
-        channels-last, threads, lean and separable_winograd off.
+        channels-last, threads, lean, separable_winograd and small_products off.
 
         On the GPU CuPy's elementwise kernels walk an array in its logical order, so every ReLU
         mask, sum and pooling over channels-last memory reads with a stride of C floats (an
@@ -70,10 +74,11 @@ class Transforms:
         with 40-180 MB less at the peak; on the GPU it has not been measured since the pool kept it.
         The separable input transform has been measured on the CPU only (where it is faster on
         every VGG layer with tiles of 4); on the GPU, where the transform is one batched
-        kernel either way, the Kronecker product stays until a GPU says otherwise.
+        kernel either way, the Kronecker product stays until a GPU says otherwise. Small products
+        are OpenBLAS's (CuPy runs one launch per product either way).
         """
         cpu = device == "cpu"
-        return cls(channels_last=cpu, threads=cpu, lean=cpu, separable_winograd=cpu)
+        return cls(channels_last=cpu, threads=cpu, lean=cpu, separable_winograd=cpu, small_products=cpu)
 
     def with_route(self, conv: str | None = None, lean: bool | None = None) -> "Transforms":
         """These switches with ``minivgg.VGG19``'s shorthands applied: conv="im2col" turns winograd

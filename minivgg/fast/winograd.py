@@ -69,6 +69,7 @@ from typing import NamedTuple
 from minivgg.backend import device_of, get_array_module
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
+from minivgg.fast import small_products as small_products_module
 from minivgg.fast.layout import prefix_view
 from minivgg.fast.threads import run_workers
 from minivgg.fast.toom_cook import POINTS, plans
@@ -102,6 +103,13 @@ class WinogradWeights(NamedTuple):
     m: int
     forward: Transforms
     backward: Transforms   # the flip folded in (``plans``): the same U serves dx
+    u_forward: object = None  # (a*a, C, O), U^T stored in the forward's order, for the thin layers
+                              # whose products go in pieces (``small_products.cuts_rows``), else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes these weights keep: U, and ``u_forward`` where there is one (``weights_bytes``)."""
+        return self.u.nbytes + (0 if self.u_forward is None else self.u_forward.nbytes)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -120,7 +128,9 @@ def prepare(w, m: int) -> WinogradWeights:
     ``minivgg.fast.network.winograd_tile``). Raises ValueError when w is not 3x3 or m is neither.
     The float64 product goes ``PREPARE_BYTES`` of it at a time, straight into U: made whole, it
     was a 75 MB temporary for a 512 x 512 layer (plus a float32 copy), the peak of a 256 x 256
-    run's construction.
+    run's construction. For a layer whose forward products go in pieces
+    (``minivgg.fast.small_products.cuts_rows``: at most 64 x 128 channels) U^T is kept a second
+    time, in the forward's order (``u_forward``): pieces read a transposed operand slowly.
     """
     xp = get_array_module(w)
     o, c, kh, kw = w.shape
@@ -139,11 +149,19 @@ def prepare(w, m: int) -> WinogradWeights:
     mats = lambda plan: Transforms(xp.asarray(plan.input_transform, dtype=w.dtype),    # noqa: E731
                                    xp.asarray(plan.output_transform, dtype=w.dtype), plan.ones_column,
                                    xp.asarray(plan.input_rows, dtype=w.dtype))
-    return WinogradWeights(u, m, mats(forward), mats(backward))
+    u_forward = xp.ascontiguousarray(u.transpose(0, 2, 1)) if small_products_module.cuts_rows(c, o) else None
+    return WinogradWeights(u, m, mats(forward), mats(backward), u_forward)
 
 
 def weights_bytes(o: int, c: int, m: int, itemsize: int) -> int:
-    """Bytes of the U that ``prepare`` keeps for an O x C layer and tile m: a*a*O*C elements (memory model)."""
+    """Bytes of what ``prepare`` keeps for an O x C layer and tile m (memory model): U's a*a*O*C
+    elements, twice for a layer that keeps ``u_forward``."""
+    copies = 2 if small_products_module.cuts_rows(c, o) else 1
+    return copies * u_bytes(o, c, m, itemsize)
+
+
+def u_bytes(o: int, c: int, m: int, itemsize: int) -> int:
+    """Bytes of one U, (a*a, O, C): what a band's products stream (``band_rows``)."""
     return (m + 2) ** 2 * o * c * itemsize
 
 
@@ -162,7 +180,7 @@ class BandWork(NamedTuple):
 
 def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu: bool = False,
             max_band_bytes: int | None = None, channels_last: bool | None = None, pool=None,
-            workers: int = 1, separable: bool = False):
+            workers: int = 1, separable: bool = False, small_products: bool = False):
     """out = conv(x, w, stride 1, padding 1) (+ b, then ReLU) through Winograd, band by band.
 
     x: (N, C, H, W) -> out: (N, O, H, W), packed in memory as x is (C order or
@@ -188,6 +206,10 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     KB (2 * 2a^3 against 2a^4 per tile and channel), and the rows' step reads
     the image itself, so no padded copy of the band is made.
 
+    ``small_products``: the transforms' products, and the a*a products of thin layers, in pieces
+    that OpenBLAS multiplies without packing (``minivgg.fast.small_products``); the forward's
+    products then read ``u_forward`` where the weights have it.
+
     A band is R tile rows (m*R output rows); its temporaries (``BandWork``:
     the padded band, the gathered tiles D, V, M; Y reuses D's memory) stay
     within ``max_band_bytes`` together (default: ``BAND_BYTES``, about twice
@@ -212,6 +234,8 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
         u_t, transforms = weights.u, weights.backward                        # (a*a, O, C): O in, C out
     else:
         u_t, transforms = weights.u.transpose(0, 2, 1), weights.forward      # (a*a, C, O) view
+        if small_products and weights.u_forward is not None:
+            u_t = weights.u_forward                                          # the same, stored so
     c_u, o = u_t.shape[1], u_t.shape[2]
     if c != c_u:
         raise ValueError(f"input has {c} channels but the weights expect {c_u}")
@@ -228,7 +252,8 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
     sizes = band_work_sizes(c, o, h, wd, m, rows, separable)
     out = empty(pool, xp, (n, o, h, wd), x.dtype, channels_last=layout, only_free=backward)
     if layout and workers > 1 and shared_products(c, rows * tw):
-        _shared_bands(xp, x, out, u_t, transforms, b, m, rows, tw, bands, sizes, pool, workers, relu, separable)
+        _shared_bands(xp, x, out, u_t, transforms, b, m, rows, tw, bands, sizes, pool, workers, relu, separable,
+                      small_products)
         return out
     flat = work(pool, xp, list(sizes) * workers, x.dtype)                    # one BandWork per worker
 
@@ -238,8 +263,8 @@ def conv3x3(x, weights: WinogradWeights, b=None, *, backward: bool = False, relu
             if stop.is_set():
                 return
             r = min(rows, th - t0)
-            v = input_tiles(xp, x[img], transforms, m, t0, r, tw, buffers, layout, separable)
-            y5 = products(xp, v, u_t, transforms, b, m, r, tw, buffers, layout)   # (m, m, R, TW, O)
+            v = input_tiles(xp, x[img], transforms, m, t0, r, tw, buffers, layout, separable, small=small_products)
+            y5 = products(xp, v, u_t, transforms, b, m, r, tw, buffers, layout, small_products)  # (m, m, R, TW, O)
             write_band(xp, y5, out[img], m, t0, relu, device, buffers.uncropped, layout)
     run_workers(run, workers)
     return out
@@ -261,7 +286,7 @@ def shared_products(c: int, p: int) -> bool:
 
 
 def _shared_bands(xp, x, out, u_t, transforms: Transforms, b, m: int, rows: int, tw: int, bands, sizes,
-                  pool, workers: int, relu: bool, separable: bool):
+                  pool, workers: int, relu: bool, separable: bool, small: bool = False):
     """``conv3x3``'s bands in groups of ``workers``, for thin channels-last bands (``shared_products``).
 
     Each group goes in three steps, the workers meeting at a barrier between them: each worker's
@@ -269,6 +294,7 @@ def _shared_bands(xp, x, out, u_t, transforms: Transforms, b, m: int, rows: int,
     whole group, dealt out by xi nu (worker k takes a*a*k/workers ..); each worker's band's Y
     from its rows of the group's M, copied into the image. The padded rows, the tiles and Y are
     each worker's own (``BandWork``); V and M the group's, as large as the workers' own would be.
+    ``small``: as ``conv3x3``'s ``small_products``.
     """
     n_ch, o = u_t.shape[1], u_t.shape[2]
     a = m + 2
@@ -295,10 +321,10 @@ def _shared_bands(xp, x, out, u_t, transforms: Transforms, b, m: int, rows: int,
                 if k < len(group):                                           # 1: this band's V
                     img, t0 = group[k]
                     v = v_all[:, starts[k]:starts[k] + spans[k]]
-                    input_tiles(xp, x[img], transforms, m, t0, spans[k] // tw, tw, mine, True, separable, v)
+                    input_tiles(xp, x[img], transforms, m, t0, spans[k] // tw, tw, mine, True, separable, v, small)
                 barrier.wait()
                 lo, hi = splits[k], splits[k + 1]                            # 2: products xi nu = lo .. hi
-                xp.matmul(v_all[lo:hi, :total], u_t[lo:hi], out=m_all[lo:hi, :total])
+                small_products_module.rows(xp, v_all[lo:hi, :total], u_t[lo:hi], m_all[lo:hi, :total], small)
                 if b is not None and lo <= transforms.ones_column < hi:
                     m_all[transforms.ones_column, :total] += b
                 barrier.wait()
@@ -307,7 +333,7 @@ def _shared_bands(xp, x, out, u_t, transforms: Transforms, b, m: int, rows: int,
                     r = spans[k] // tw
                     mm = m_all[:, starts[k]:starts[k] + spans[k]].reshape(a * a, spans[k] * o)
                     y = prefix_view(mine.tiles_then_y, (m * m, spans[k] * o))
-                    xp.matmul(transforms.output, mm, out=y)                  # (m*m, a*a) @ (a*a, P*O)
+                    small_products_module.columns(xp, transforms.output, mm, y, small)  # (m*m, a*a) @ (a*a, P*O)
                     write_band(xp, y.reshape(m, m, r, tw, o), out[img], m, t0, relu, device,
                                 mine.uncropped, True)
         except threading.BrokenBarrierError:                                 # another worker failed:
@@ -378,7 +404,7 @@ def temporary_bytes(c: int, o: int, h: int, w: int, m: int, itemsize: int, devic
     """Bytes ``conv3x3`` allocates besides its output, for C -> O channels at H x W, batch 1 (memory
     model): its work arrays (``band_work_sizes``) at the band height ``band_rows`` picks, one set
     per worker that gets a band (``separable``: as ``conv3x3``'s)."""
-    rows = band_rows(c, o, h, w, m, itemsize, weights_bytes(o, c, m, itemsize), device, workers=workers)
+    rows = band_rows(c, o, h, w, m, itemsize, u_bytes(o, c, m, itemsize), device, workers=workers)
     th = -(-h // m)
     used = min(workers, -(-th // rows))                                      # workers that get a band
     return sum(band_work_sizes(c, o, h, w, m, rows, separable)) * itemsize * max(1, used)

@@ -17,21 +17,23 @@ C-order ones as (a*a, C, P).
 from __future__ import annotations
 
 from minivgg.conv import windows
+from minivgg.fast import small_products
 from minivgg.fast.layout import padded_rows, prefix_view
 
 
 def input_tiles(xp, x, transforms, m: int, t0: int, r: int, tw: int, buffers, layout: bool,
-                separable: bool, v=None):
+                separable: bool, v=None, small: bool = False):
     """V = KB @ D for tile rows t0 .. t0 + R of the image x (C, H, W): (a*a, P, C) channels-last
     (tiles first), (a*a, C, P) in C order. D, the a x a tiles (stride m) of the zero-padded image,
     is gathered from a padded copy of the band's rows, or, ``separable``, from those rows
     already transformed (``separable_tiles``). V goes into ``buffers.transformed``, or, given, into
-    ``v`` (channels-last: rows of a larger V whose P and C merge, ``minivgg.fast.winograd._shared_bands``)."""
+    ``v`` (channels-last: rows of a larger V whose P and C merge, ``minivgg.fast.winograd._shared_bands``).
+    ``small``: the separable transform's products in pieces (``minivgg.fast.small_products.columns``)."""
     a, c, p = m + 2, x.shape[0], r * tw
     if v is None:
         v = prefix_view(buffers.transformed, (a * a, p, c) if layout else (a * a, c, p))
     if separable:
-        return separable_tiles(xp, x, transforms.input_rows, m, t0, r, tw, buffers, layout, v)
+        return separable_tiles(xp, x, transforms.input_rows, m, t0, r, tw, buffers, layout, v, small)
     wp = m * tw + 2
     if layout:                                                               # (1, C, m*R+2, WP) in either order
         buf = prefix_view(buffers.padded, (1, m * r + 2, wp, c)).transpose(0, 3, 1, 2)
@@ -58,7 +60,7 @@ def _merged(v, shape):
     return view
 
 
-def separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers, layout: bool, v):
+def separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers, layout: bool, v, small: bool = False):
     """``input_tiles`` one axis at a time (``minivgg.fast.winograd.conv3x3``'s ``separable``), bt (a, a)
     being KB's factor.
 
@@ -68,7 +70,7 @@ def separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers, layout
     Columns: the a x a tiles of T, D[xi, beta, .., i, j] = T[i, xi, :, m*j + beta], gathered as
     ``input_tiles`` gathers the image's, then V[xi, nu] = sum_beta bt[nu, beta] D[xi, beta]: a
     product per xi. T lives in ``buffers.padded``, stored (R, a, WP, C) channels-last and
-    (R, C, a, WP) in C order.
+    (R, C, a, WP) in C order. ``small``: each product in pieces (``minivgg.fast.small_products.columns``).
     """
     a, p = m + 2, r * tw
     c, h, wd = x.shape
@@ -87,9 +89,9 @@ def separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers, layout
         lo, hi = max(y0, 0), min(y0 + a, h)
         cols = bt[:, lo - y0:hi - y0]                                        # (a, rows inside the image)
         if layout:                                                           # (a, k) @ (k, W*C) -> (a, W*C)
-            xp.matmul(cols, image_rows[lo:hi], out=t[i, :, 1:wd + 1].reshape(a, wd * c))
+            small_products.columns(xp, cols, image_rows[lo:hi], t[i, :, 1:wd + 1].reshape(a, wd * c), small)
         else:                                                                # per channel: (a, k) @ (k, W)
-            xp.matmul(cols, x[:, lo:hi], out=t[i, :, :, 1:wd + 1])
+            small_products.columns(xp, cols, x[:, lo:hi], t[i, :, :, 1:wd + 1], small)
     logical = t.transpose(3, 0, 1, 2) if layout else t.transpose(1, 0, 2, 3)   # (C, R, a, WP) view
     tiles = windows(logical, (1, a), (1, m), (a, tw))[0]                     # (a beta, C, R, a xi, TW)
     if layout:
@@ -98,28 +100,32 @@ def separable_tiles(xp, x, bt, m: int, t0: int, r: int, tw: int, buffers, layout
     else:
         d = prefix_view(buffers.tiles_then_y, (a, a, c, r, tw))              # (xi, beta, C, R, TW)
         d[...] = tiles.transpose(3, 0, 1, 2, 4)
-    xp.matmul(bt, d.reshape(a, a, p * c), out=_merged(v, (a, a, p * c)))   # per xi: (a, a) @ (a, P*C)
+    small_products.columns(xp, bt, d.reshape(a, a, p * c), _merged(v, (a, a, p * c)), small)  # per xi: BT @ D[xi]
     return v
 
 
-def products_tiles_first(xp, v, u_t, transforms, b, m: int, r: int, tw: int, buffers, layout: bool):
+def products_tiles_first(xp, v, u_t, transforms, b, m: int, r: int, tw: int, buffers, layout: bool,
+                         small: bool = False):
     """Y of a channels-last band from V (a*a, P, C): M = V @ U^T (a*a, P, O) (u_t: (a*a, C, O)),
     the bias into M's ones row, Y = KA @ M, returned as the view (m, m, R, TW, O) of
-    ``buffers.tiles_then_y`` (D's memory: V is made, D is dead)."""
+    ``buffers.tiles_then_y`` (D's memory: V is made, D is dead). ``small``: both products in pieces
+    (``minivgg.fast.small_products``: the a*a products by rows of P, Y's by columns)."""
     a, p, o = m + 2, r * tw, u_t.shape[2]
     mm = prefix_view(buffers.products, (a * a, p, o))
-    xp.matmul(v, u_t, out=mm)                                                # (a*a, P, C) @ (a*a, C, O)
+    small_products.rows(xp, v, u_t, mm, small)                               # (a*a, P, C) @ (a*a, C, O)
     if b is not None:                                                        # KA[:, ones] is all ones, so
         mm[transforms.ones_column] += b                                      # this adds b to all m*m outputs
     y = prefix_view(buffers.tiles_then_y, (m * m, p * o))
-    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, P*O)
+    small_products.columns(xp, transforms.output, mm.reshape(a * a, p * o), y, small)  # (m*m, a*a) @ (a*a, P*O)
     return y.reshape(m, m, r, tw, o)
 
 
-def products_channels_first(xp, v, u_t, transforms, b, m: int, r: int, tw: int, buffers, layout: bool):
+def products_channels_first(xp, v, u_t, transforms, b, m: int, r: int, tw: int, buffers, layout: bool,
+                            small: bool = False):
     """Y from V, channels before tiles: M = U @ V (a*a, O, P) with V (a*a, C, P) (C order's own, or a
     channels-last band's (a*a, P, C) read transposed: ``channels_first_products``), the bias down
-    M's ones row, Y = KA @ M (m*m, O, P), returned as the view (m, m, R, TW, O)."""
+    M's ones row, Y = KA @ M (m*m, O, P), returned as the view (m, m, R, TW, O). ``small``: Y's
+    product in pieces (``minivgg.fast.small_products.columns``)."""
     a, p, o = m + 2, r * tw, u_t.shape[2]
     if layout:
         v = v.transpose(0, 2, 1)                                             # (a*a, C, P) view
@@ -128,7 +134,7 @@ def products_channels_first(xp, v, u_t, transforms, b, m: int, r: int, tw: int, 
     if b is not None:                                                        # as above, down M's columns
         mm[transforms.ones_column] += b.reshape(o, 1)
     y = prefix_view(buffers.tiles_then_y, (m * m, p * o))                    # D's memory: V is made, D is dead
-    xp.matmul(transforms.output, mm.reshape(a * a, p * o), out=y)            # (m*m, a*a) @ (a*a, O*P)
+    small_products.columns(xp, transforms.output, mm.reshape(a * a, p * o), y, small)  # (m*m, a*a) @ (a*a, O*P)
     return y.reshape(m, m, o, r, tw).transpose(0, 1, 3, 4, 2)                # (m, m, R, TW, O) view
 
 
