@@ -36,6 +36,8 @@ matrix product as well, with the Kronecker products BT (x) BT and AT (x) AT
 (``WinogradPlan``): every step is GEMM-shaped and runs on the BLAS's threads.
 The input transform can also go one axis at a time, BT down the rows and then
 BT across the columns (``conv3x3``'s ``separable``): a third of the multiply-adds.
+On the CPU those thin products (a small matrix times a long one) go in pieces
+that OpenBLAS multiplies without packing (``minivgg.fast.small_products``).
 Against im2col (9 multiply-adds per weight and output pixel), F(2x2,3x3)
 does 4 and F(4x4,3x3) 2.25, plus the transforms' O(C + O) per pixel.
 
