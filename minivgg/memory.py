@@ -41,8 +41,8 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   gradient (A_l s), the gradient it produces (A_{l-1} s) and the layer's
   work arrays as the kernel that runs it reports them. A convolution:
   ``minivgg.fast.network.conv_workspace_bytes`` (Winograd's band
-  temporaries, or tiled im2col's tile and, on the transposed route, the
-  flipped weights), ``minivgg.conv.workspace_bytes`` for the reference
+  temporaries, or tiled im2col's tile and its padded rows),
+  ``minivgg.conv.workspace_bytes`` for the reference
   engine's whole unrolled matrix. A pooling: ``minivgg.fast.pooling``'s
   ``workspace_bytes`` (the fast average pooling's block of row sums) or
   ``minivgg.pool.workspace_bytes`` (the reference average pooling's
@@ -59,7 +59,9 @@ One evaluation (forward to the deepest layer, losses, backward to the pixels):
   (``minivgg.fast.winograd.weights_bytes``: a*a*O*C elements, a = 6 for
   F(4x4), 4 for F(2x2); ``minivgg.fast.network.winograd_tile``; twice for the
   thin layers conv1_2 and conv2_1, whose forward keeps U^T as well), in the
-  baseline: 188 MB for conv1_2 .. conv5_1 in float32.
+  baseline: 188 MB for conv1_2 .. conv5_1 in float32. On the im2col route the
+  transposed convolution's flipped weights instead, as many bytes as the
+  weights (``minivgg.fast.network.kept_weights_bytes`` says which).
 
 Construction of the objective runs two forward passes, one after the other
 (the content pass's activations are freed before the style pass starts), so
@@ -92,9 +94,9 @@ from losses.statistics import style_statistic
 from minivgg.architecture import CONV_SHAPES, PAPER_STYLE_LAYERS, layer_index, layer_outputs
 from minivgg import pool as reference_pool
 from minivgg.conv import workspace_bytes as reference_workspace_bytes
-from minivgg.fast import lean as fast_lean, winograd
+from minivgg.fast import lean as fast_lean
 from minivgg.fast import pooling as fast_pooling
-from minivgg.fast.network import conv_workspace_bytes, pooled_workspace_bytes, winograd_tile
+from minivgg.fast.network import conv_workspace_bytes, kept_weights_bytes, pooled_workspace_bytes
 from minivgg.fast.transforms import Transforms
 
 #: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
@@ -242,9 +244,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
     style_kept = sum(statistic.target_bytes(style_shape[name], s) for name in style_layers)
     targets = (size[content_layer] * s if content_layer else 0) + style_kept
     images = 3 * pixels * s                                          # content, style, x
-    transformed = sum(winograd.weights_bytes(cout, cin, m, s) for name, cin, cout, _, _ in table
-                      if name.startswith("conv") and engine == "fast" and conv == "winograd"
-                      and (m := winograd_tile(name)) is not None)
+    transformed = sum(kept_weights_bytes(name, cin, cout, s, conv) for name, cin, cout, _, _ in table
+                      if name.startswith("conv") and engine == "fast")
     baseline = ((INTERPRETER_BYTES if device == "cpu" else 0) + WEIGHT_COUNT * s + transformed + targets
                 + images)
     if optimizer is not None and device == "cpu":

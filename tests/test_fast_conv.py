@@ -230,3 +230,27 @@ def test_workspace_bytes_is_what_the_kernel_takes_from_a_pool(cin, cout, workers
         pooled = pool.nbytes - (0 if backward else out.nbytes)        # the work buffer alone
         want = workspace_bytes(cin, cout, h, w, 4, backward=backward, workers=workers) - flipped
         assert want <= pooled <= want + 2 * 64 + 64, (backward, pooled, want)  # alignment slack only
+
+
+def test_the_network_keeps_each_transposed_matrix_once(vgg_params):
+    """On the im2col route the fast network flips each layer's weights once (``transposed_weights``),
+    keeps them, shares them with ``with_transforms``, and its dx equals the one that flips per call
+    (float64; measured: 0, the same products). conv1_1 goes by col2im: nothing kept."""
+    from minivgg.fast.network import FastVGG19, kept_weights_bytes
+    from minivgg.fast.transforms import Transforms
+    from minivgg.vgg import VGG19
+    params = VGG19(vgg_params, dtype="float64").params
+    net = FastVGG19(params, "avg", "cpu", Transforms(winograd=False))
+    flipped = net.transposed_weights("conv2_1")
+    w = params["conv2_1"][0]
+    assert flipped.shape == (64, 128 * 9) and flipped.flags.c_contiguous
+    assert np.array_equal(flipped.reshape(64, 128, 3, 3), w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    assert net.transposed_weights("conv2_1") is flipped and net.transposed_weights("conv1_1") is None
+    assert net.with_transforms(Transforms(winograd=False, threads=False)).transposed_weights("conv2_1") is flipped
+    assert FastVGG19(params, "avg", "cpu").transposed_weights("conv2_1") is None         # Winograd's layer
+    assert kept_weights_bytes("conv2_1", 64, 128, 8, "im2col") == flipped.nbytes
+    assert kept_weights_bytes("conv1_1", 3, 64, 8, "im2col") == 0
+    rng = np.random.default_rng(4)
+    x, dout = rng.standard_normal((1, 64, 12, 10)), rng.standard_normal((1, 128, 12, 10))
+    _, cache = conv2d_forward(x, w, params["conv2_1"][1])
+    assert np.array_equal(conv2d_backward(dout, cache, transposed=flipped)[0], conv2d_backward(dout, cache)[0])

@@ -178,14 +178,15 @@ def tile_work_sizes(n: int, c: int, kh: int, kw: int, stride: int, rows: int, ow
 
 
 def workspace_bytes(cin: int, cout: int, h: int, w: int, itemsize: int, device: str = "cpu",
-                    backward: bool = False, workers: int = 1) -> int:
+                    backward: bool = False, workers: int = 1, transposed_given: bool = False) -> int:
     """Bytes a 3x3, stride-1, pad-1 conv (C_in -> C_out, an h x w map, batch 1) allocates besides its
     output: a tile's work arrays per worker that gets a tile, and in the backward on the transposed
-    route the flipped weights (col2im's tiles: ``col2im_rows``)."""
+    route the flipped weights, unless the caller hands them in (``transposed_given``: the fast
+    network keeps them, ``transposed_weights``) (col2im's tiles: ``col2im_rows``)."""
     weight_bytes = cin * cout * 9 * itemsize
     c, extra, transposed = cin, 0, uses_transposed_conv(cin, cout, 3, 3, 1, 1)
     if backward and transposed:                                     # a forward conv of dout: C_out channels in
-        c, extra = cout, weight_bytes
+        c, extra = cout, 0 if transposed_given else weight_bytes
     rows = tile_rows(1, c * 9, h, w, itemsize, weight_bytes, device, workers=workers)
     tiles = -(-h // rows)
     if backward and not transposed:
@@ -321,19 +322,35 @@ def uses_transposed_conv(c: int, o: int, kh: int, kw: int, stride: int, pad: int
     return stride == 1 and pad <= kh - 1 and pad <= kw - 1 and o <= 2 * c
 
 
-def _dx_transposed_conv(dout, w, pad: int, max_tile_bytes: int | None = None, pool=None, workers: int = 1):
+def transposed_weights(w):
+    """w_t as the matrix (C, O*KH*KW) the transposed convolution multiplies by, w_t[c, o, u, v] =
+    w[o, c, KH-1-u, KW-1-v] (a copy of w (O, C, KH, KW), swapped and flipped). Made in every
+    backward unless the caller keeps it (``conv2d_backward``'s ``transposed``): for VGG's conv4
+    layers in float64 that copy was 5 ms of each backward."""
+    xp = get_array_module(w)
+    o, c, kh, kw = w.shape
+    return xp.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]).reshape(c, o * kh * kw)
+
+
+def transposed_weights_bytes(cin: int, cout: int, kh: int, kw: int, itemsize: int) -> int:
+    """Bytes of ``transposed_weights`` for a C_in -> C_out layer: as many as its weights."""
+    return cin * cout * kh * kw * itemsize
+
+
+def _dx_transposed_conv(dout, w, pad: int, max_tile_bytes: int | None = None, pool=None, workers: int = 1,
+                        w_t2=None):
     """dx = conv(dout, w_t, padding (KH-1-p, KW-1-p)), w_t[c,o,u,v] = w[o,c,KH-1-u,KW-1-v]; stride 1 only.
 
     dout: (N, O, OH, OW) contiguous, w: (O, C, KH, KW) -> dx: (N, C, H, W) with
     H = OH + KH - 1 - 2p. Requires p <= KH-1 and p <= KW-1 (non-negative padding).
+    w_t2: ``transposed_weights(w)``, made here when None.
     """
     xp = get_array_module(dout, w)
     n, o, oh, ow = dout.shape
     _, c, kh, kw = w.shape
     assert pad <= kh - 1 and pad <= kw - 1
     h, wd = oh + kh - 1 - 2 * pad, ow + kw - 1 - 2 * pad
-    w_t = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]                 # (C, O, KH, KW), flipped
-    w_t2 = xp.ascontiguousarray(w_t).reshape(c, o * kh * kw)        # (C, O*KH*KW)
+    w_t2 = transposed_weights(w) if w_t2 is None else w_t2         # (C, O*KH*KW), flipped
     dx = xp.empty((n, c, h, wd), dtype=dout.dtype)                  # (N, C, H, W)
     _conv_tiled(dout, w_t2, kh, kw, 1, kh - 1 - pad, kw - 1 - pad, flat_spatial(dx),
                 max_tile_bytes=max_tile_bytes, pool=pool, workers=workers)
@@ -410,7 +427,7 @@ def _dw_tiled(dout, x, kh: int, kw: int, stride: int, pad: int, max_tile_bytes: 
 
 def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
                     max_tile_bytes: int | None = None, pool=None, workers: int = 1, separable: bool = False,
-                    small_products: bool = False):
+                    small_products: bool = False, transposed=None):
     """Gradients of a scalar loss through ``out = w * x + b``.
 
     Local derivatives: dx = w^T * dout (the transposed convolution),
@@ -422,7 +439,8 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
     dx is computed tile by tile (see the module docstring for the two routes);
     no full-size unrolled matrix is ever formed. ``pool``: the tiles come from
     its work buffer; dx itself is plain memory (a gradient lives one layer).
-    ``workers``, ``separable``, ``small_products``: as ``conv2d_forward``'s.
+    ``workers``, ``separable``, ``small_products``: as ``conv2d_forward``'s. ``transposed``: the
+    transposed route's ``transposed_weights(w)``, kept by the caller (made here when None).
     """
     x, w, stride, pad, winograd, x_shape = cache
     x_shape = tuple(x.shape) if x is not None else x_shape
@@ -433,7 +451,7 @@ def conv2d_backward(dout, cache: Conv2dCache, weight_grads: bool = False, *,
         dx = winograd_conv3x3(dout, winograd, backward=True, max_band_bytes=max_tile_bytes, pool=pool,
                               workers=workers, separable=separable, small_products=small_products)
     elif uses_transposed_conv(c, o, kh, kw, stride, pad):
-        dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool, workers)
+        dx = _dx_transposed_conv(dout, w, pad, max_tile_bytes, pool, workers, transposed)
     else:
         dx = _dx_col2im(dout, w, x_shape, stride, pad, max_tile_bytes, pool, workers)
     assert dx.shape == x_shape

@@ -49,7 +49,10 @@ from minivgg import pool as reference_pool
 from minivgg.architecture import layer_index
 from minivgg.backend import get_array_module
 from minivgg.fast.arrays import release
-from minivgg.fast.conv import conv2d_backward, conv2d_forward, uses_transposed_conv
+from minivgg.fast import conv as fast_conv
+from minivgg.fast import winograd as fast_winograd
+from minivgg.fast.conv import conv2d_backward, conv2d_forward, transposed_weights
+from minivgg.fast.conv import uses_transposed_conv
 from minivgg.fast.conv import workspace_bytes as im2col_workspace_bytes
 from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward
 from minivgg.fast.objective import FastEvaluator
@@ -81,6 +84,19 @@ def conv_route(name: str, conv: str) -> int | None:
     return winograd_tile(name) if conv == "winograd" else None
 
 
+def kept_weights_bytes(name: str, cin: int, cout: int, itemsize: int, conv: str = "winograd") -> int:
+    """Bytes the fast network keeps for conv ``name`` besides its weights, once it has run (memory
+    model): Winograd's transformed kernels (``minivgg.fast.winograd.weights_bytes``), or on the
+    im2col route the transposed convolution's flipped matrix (``minivgg.fast.conv.transposed_weights``),
+    or nothing (col2im's layers: conv1_1)."""
+    m = conv_route(name, conv)
+    if m is not None:
+        return fast_winograd.weights_bytes(cout, cin, m, itemsize)    # the kernels' own reports
+    if uses_transposed_conv(cin, cout, 3, 3, 1, 1):
+        return fast_conv.transposed_weights_bytes(cin, cout, 3, 3, itemsize)
+    return 0
+
+
 def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
                          conv: str = "winograd", backward: bool = False, workers: int = 1,
                          separable: bool = False) -> int:
@@ -88,7 +104,8 @@ def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsiz
 
     Asks the kernel that runs the layer: Winograd's band temporaries, one set per band
     worker (the backward is the same transform from C_out to C_in channels) or tiled im2col's tile and
-    its padded rows, one set per worker, and, on the transposed-conv route, the flipped weights. The memory model
+    its padded rows, one set per worker (the transposed route's flipped weights are kept:
+    ``kept_weights_bytes``). The memory model
     (``minivgg.memory``) calls this instead of re-deriving tile sizes. ``separable``: Winograd's input
     transform one axis at a time (``Transforms.separable_winograd``), whose transformed rows take more room.
     """
@@ -96,18 +113,16 @@ def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsiz
     if m is not None:
         cin, cout = (cout, cin) if backward else (cin, cout)
         return winograd_temporary_bytes(cin, cout, h, w, m, itemsize, device, workers, separable)
-    return im2col_workspace_bytes(cin, cout, h, w, itemsize, device, backward=backward, workers=workers)
+    return im2col_workspace_bytes(cin, cout, h, w, itemsize, device, backward=backward, workers=workers,
+                                  transposed_given=True)
 
 
 def pooled_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
                            conv: str = "winograd", backward: bool = False, workers: int = 1,
                            separable: bool = False) -> int:
-    """The part of ``conv_workspace_bytes`` that comes from an ``ArrayPool``'s one work buffer (the
-    tiles and bands; not the transposed route's flipped weights, which are plain memory)."""
-    total = conv_workspace_bytes(name, cin, cout, h, w, itemsize, device, conv, backward, workers, separable)
-    if backward and conv_route(name, conv) is None and uses_transposed_conv(cin, cout, 3, 3, 1, 1):
-        total -= cin * cout * 9 * itemsize
-    return total
+    """The part of ``conv_workspace_bytes`` that comes from an ``ArrayPool``'s one work buffer: all of
+    it (the tiles and bands)."""
+    return conv_workspace_bytes(name, cin, cout, h, w, itemsize, device, conv, backward, workers, separable)
 
 
 class FastVGG19:
@@ -123,6 +138,7 @@ class FastVGG19:
         self.device = device
         self.transforms = Transforms.default(device) if transforms is None else transforms
         self._winograd = {}                # layer name -> WinogradWeights (or None), made on first use
+        self._transposed = {}              # layer name -> im2col's transposed-conv matrix, made on first use
 
     @property
     def conv(self) -> str:
@@ -143,7 +159,7 @@ class FastVGG19:
         """This network under other switches: the same weights, and the kernels it has transformed
         for Winograd shared, not redone (they depend on the weights and the tile alone)."""
         other = FastVGG19(self.params, self.pooling, self.device, transforms)
-        other._winograd = self._winograd
+        other._winograd, other._transposed = self._winograd, self._transposed
         return other
 
     def winograd_weights(self, name: str):
@@ -152,6 +168,16 @@ class FastVGG19:
             m = conv_route(name, self.conv)
             self._winograd[name] = None if m is None else winograd_prepare(self.params[name][0], m)
         return self._winograd[name]
+
+    def transposed_weights(self, name: str):
+        """The flipped weight matrix of conv ``name``'s transposed convolution (``minivgg.fast.conv``),
+        made once, then kept, where im2col runs the layer by that route; else None."""
+        if name not in self._transposed:
+            w = self.params[name][0]
+            o, c = w.shape[:2]
+            im2col = self.winograd_weights(name) is None and uses_transposed_conv(c, o, 3, 3, 1, 1)
+            self._transposed[name] = transposed_weights(w) if im2col else None
+        return self._transposed[name]
 
     @property
     def band_workers(self) -> int:
@@ -287,7 +313,8 @@ class FastVGG19:
                 dout = _relu_backward(dout, relu_cache, dout if owned else None, workers)
             return conv2d_backward(dout, conv_cache, pool=pool, workers=workers,
                                    separable=self.transforms.separable_winograd,
-                                   small_products=self.transforms.small_products)[0]
+                                   small_products=self.transforms.small_products,
+                                   transposed=self.transposed_weights(name))[0]
         if self.pooling == "max":
             return reference_pool.max_pool2d_backward(dout, cache)
         if self.transforms.separable_pool:
