@@ -48,6 +48,13 @@ command the fast tier's docstrings cite for their gains:
 
     python -m minivgg.bench --sizes 256 512 --ablate
 
+``--rounds N`` runs the whole list of cases N times, alternating (the second
+round in reverse order, and so on), and reports per case the median of its
+rounds' seconds and the largest of their peaks (``round_seconds`` lists each
+round's): on a shared machine, whose speed drifts over minutes, ours and
+PyTorch's times are then taken side by side rather than a minute apart. With
+``--torch`` a last line gives, per size, our time and peak over PyTorch's.
+
 ``--torch`` runs the same objective in PyTorch (autograd, F.conv2d) beside
 ours, in its own subprocess, when torch is importable; it is never a
 dependency of minivgg. TF32 is switched off there, as CuPy's float32 GEMMs do
@@ -66,6 +73,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 
@@ -112,6 +120,7 @@ def ablation_cases(device: str) -> list:
 
 
 def _peak(row: dict) -> int:
+    """The peak a row's memory is judged by: the GPU pool's on the GPU, the process's RSS on the CPU."""
     return row.get("peak_gpu_bytes", row.get("peak_rss_bytes", 0))
 
 
@@ -205,6 +214,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="time the fast engine's default route, then the route with each transformation "
                              "switched off in turn (the lean mode on), and print each one's gain in time "
                              "and peak memory (minivgg.fast.transforms.Transforms); replaces --conv")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run the whole list of cases N times, alternating their order, and report each "
+                             "case's median seconds and largest peak over the rounds (default 1): on a "
+                             "shared machine whose speed drifts, ratios then compare runs made side by side")
     parser.add_argument("--worker", help=argparse.SUPPRESS)        # internal: run one case, print its row
     return parser
 
@@ -250,9 +263,11 @@ def main(argv=None) -> int:
             impls.append(("torch", None, "gram", None))
         else:
             print("--torch: PyTorch is not importable here; timing minivgg only", file=sys.stderr)
-    rows, failed = [], False
+    if args.rounds < 1:
+        print(f"error: --rounds must be at least 1, not {args.rounds}", file=sys.stderr)
+        return 2
+    cases = []
     for size in args.sizes:
-        ours = None                                                 # the first minivgg row: torch's ratio
         for impl, conv, style_loss, route in impls:
             case = {"impl": impl, "size": size, "device": args.device, "dtype": args.dtype,
                     "repeats": args.repeats, "warmup": args.warmup, "maxcor": args.maxcor,
@@ -264,21 +279,62 @@ def main(argv=None) -> int:
                 case["style_loss"] = style_loss
             if route:
                 case["switch"], case["transforms"] = route
-            row = _run_case_in_subprocess(case)
-            failed |= "error" in row
-            if impl == "minivgg" and ours is None and style_loss == "gram":
-                ours = row
-            if args.json:
-                if impl == "torch" and "error" not in row and ours is not None and "error" not in ours:
-                    row["ours_over_torch_seconds"] = ours["seconds_per_eval"] / row["seconds_per_eval"]
-                    row["loss_rel_diff_vs_ours"] = abs(row["total_loss"] / ours["total_loss"] - 1)
-                print(json.dumps(row), flush=True)
-            rows.append(row)
-    if not args.json:
-        print(_table(rows))
-        if args.ablate:
-            print(ablation_table([r for r in rows if r.get("switch")]))
+            cases.append(case)
+    runs = [[] for _ in cases]                                      # each case's rows, one per round
+    for r in range(args.rounds):
+        order = range(len(cases)) if r % 2 == 0 else reversed(range(len(cases)))
+        for i in order:
+            runs[i].append(_run_case_in_subprocess(cases[i]))
+            if args.rounds > 1 and not args.json:
+                print(f"round {r + 1}/{args.rounds}: {_label(runs[i][-1])} {cases[i]['size']} done",
+                      file=sys.stderr, flush=True)
+    rows = [merge_rounds(rs) for rs in runs]
+    failed = any("error" in row for row in rows)
+    for size in args.sizes:
+        here = [(case, row) for case, row in zip(cases, rows) if case["size"] == size]
+        ours = next((row for case, row in here if case["impl"] == "minivgg" and "style_loss" not in case), None)
+        for case, row in here:
+            if case["impl"] == "torch" and "error" not in row and ours is not None and "error" not in ours:
+                row["ours_over_torch_seconds"] = ours["seconds_per_eval"] / row["seconds_per_eval"]
+                row["ours_over_torch_peak"] = _peak(ours) / _peak(row)
+                row["loss_rel_diff_vs_ours"] = abs(row["total_loss"] / ours["total_loss"] - 1)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        return 1 if failed else 0
+    print(_table(rows))
+    if args.ablate:
+        print(ablation_table([r for r in rows if r.get("switch")]))
+    ratios = [f"{r['size']}: time {r['ours_over_torch_seconds']:.2f}x, "
+              f"peak memory {r['ours_over_torch_peak']:.2f}x" for r in rows if "ours_over_torch_seconds" in r]
+    if ratios:
+        print("minivgg (default route) over PyTorch, " + "; ".join(ratios))
     return 1 if failed else 0
+
+
+def merge_rounds(rows: list) -> dict:
+    """One case's row from its rounds' rows (``--rounds``): the median seconds (GFLOP/s and the matmul
+    fraction at that time), the largest peak (and the estimate's error against it), each round's
+    seconds in ``round_seconds``; the first failed round's row if any failed."""
+    failed = [row for row in rows if "error" in row]
+    if failed:
+        return failed[0]
+    if len(rows) == 1:
+        return rows[0]
+    merged = dict(rows[0])
+    median = statistics.median(row["seconds_per_eval"] for row in rows)
+    scale = rows[0]["seconds_per_eval"] / median
+    merged["seconds_per_eval"] = median
+    merged["gflops"] = rows[0]["gflops"] * scale
+    if merged.get("fraction_of_matmul") is not None:
+        merged["fraction_of_matmul"] = rows[0]["fraction_of_matmul"] * scale
+    merged["round_seconds"] = [row["seconds_per_eval"] for row in rows]
+    for key in ("peak_rss_bytes", "peak_gpu_bytes"):
+        if key in merged:
+            merged[key] = max(row[key] for row in rows)
+    if merged.get("estimated_peak_bytes"):
+        merged["estimate_error"] = merged["estimated_peak_bytes"] / _peak(merged) - 1
+    return merged
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_help_describes_the_options(capsys):
         bench.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--sizes", "--device", "--json", "--torch", "--repeats", "--dtype"):
+    for option in ("--sizes", "--device", "--json", "--torch", "--repeats", "--dtype", "--rounds"):
         assert option in text
 
 
@@ -74,3 +74,32 @@ def test_json_rows_in_a_subprocess(vgg_params):
     _, _, total, _ = evaluate(x, content, style, alpha=bench_cases.ALPHA, beta=bench_cases.BETA,
                               content_layer=bench_cases.CONTENT_LAYER, dtype="float64", style_loss="mean-std")
     assert other["total_loss"] == pytest.approx(float(total), rel=1e-4)     # the other statistic's objective
+
+
+def test_rounds_alternate_the_cases_and_report_medians(monkeypatch, capsys):
+    """--rounds 3: every case three times, the second round in reverse order; each case's row has the
+    median of its rounds' seconds and the largest peak; the ratio line is ours over PyTorch's."""
+    order = []
+
+    def fake(case):
+        k = sum(1 for c in order if c == (case["impl"], case["size"]))
+        order.append((case["impl"], case["size"]))
+        seconds = {"minivgg": [1.0, 3.0, 2.0], "torch": [4.0, 4.5, 3.9]}[case["impl"]][k]
+        return {"impl": case["impl"], "size": case["size"], "device": "cpu", "dtype": "float32",
+                "seconds_per_eval": seconds, "gflops": 10.0 / seconds, "matmul_gflops": 100.0,
+                "fraction_of_matmul": 0.1 / seconds,
+                "peak_rss_bytes": (100 + k) * 2**20 * (2 if case["impl"] == "torch" else 1),
+                "estimated_peak_bytes": 100 * 2**20, "estimate_error": 0.0, "total_loss": 1.0}
+    monkeypatch.setattr(bench, "_run_case_in_subprocess", fake)
+    monkeypatch.setattr(bench, "torch_importable", lambda: True)
+    assert bench.main(["--sizes", "64", "--torch", "--rounds", "3"]) == 0
+    assert order == [("minivgg", 64), ("torch", 64), ("torch", 64), ("minivgg", 64), ("minivgg", 64), ("torch", 64)]
+    out = capsys.readouterr().out
+    assert "time 0.50x, peak memory 0.50x" in out                        # 2.0 / 4.0; 102 / 204 MiB
+    assert bench.merge_rounds([{"seconds_per_eval": 2.0, "gflops": 5.0, "peak_rss_bytes": 1},
+                               {"error": "boom"}]) == {"error": "boom"}
+    merged = bench.merge_rounds([fake({"impl": "minivgg", "size": 8}) for _ in range(3)])
+    assert merged["seconds_per_eval"] == 2.0 and merged["round_seconds"] == [1.0, 3.0, 2.0]
+    assert merged["gflops"] == pytest.approx(5.0) and merged["peak_rss_bytes"] == 102 * 2**20
+    assert merged["estimate_error"] == pytest.approx(100 / 102 - 1)
+    assert bench.main(["--rounds", "0"]) == 2
