@@ -69,9 +69,9 @@ import threading
 from typing import NamedTuple
 
 from minivgg.backend import device_of, get_array_module
+from minivgg.fast import small_products as small_products_module
 from minivgg.fast.arrays import empty, work
 from minivgg.fast.layout import channels_last as layout_channels_last
-from minivgg.fast import small_products as small_products_module
 from minivgg.fast.layout import prefix_view
 from minivgg.fast.threads import run_workers
 from minivgg.fast.toom_cook import POINTS, plans
