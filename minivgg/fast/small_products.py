@@ -13,8 +13,8 @@ just under the bound against just over it: KA @ M, 16 x 36 x 1736, 19.9
 against 31.2 us; BT @ D, 6 x 6 x 27777, 56 against 108 us.
 
 The products of thin layers gain too when their P tiles are cut (``rows``):
-(512 x 64) @ (64 x 64) 1.79 ms whole against 1.10 ms in pieces of 240 rows;
-(512 x 64) @ (64 x 128) 3.05 against 2.19 ms in pieces of 112. From 128 x 128
+36 products (512 x 64) @ (64 x 64) took 1.79 ms whole against 1.10 ms in pieces
+of 240 rows; (512 x 64) @ (64 x 128), 3.05 against 2.19 ms in pieces of 112. From 128 x 128
 channels the bound allows only 61 rows, and pieces that thin lose (5.6 ms
 whole against 5.9 ms), so ``rows`` cuts only where the bound is at least
 ``MIN_ROWS``. The right operand must be stored as it is read (not a transposed
