@@ -12,8 +12,8 @@ from minivgg import conv as reference
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
 from minivgg.fast import conv
 from minivgg.fast.arrays import ArrayPool
-from minivgg.fast.conv import (_dx_col2im, _dx_transposed_conv, conv2d_backward, conv2d_forward, rows_per_tile,
-                               tile_bytes, uses_transposed_conv, workspace_bytes)
+from minivgg.fast.conv import conv2d_forward, rows_per_tile, tile_bytes, uses_transposed_conv, workspace_bytes
+from minivgg.fast.conv_backward import _dx_col2im, _dx_transposed_conv, conv2d_backward
 from minivgg.fast.layout import channels_last
 
 # (N, C, H, W, O, KH, KW, stride, pad): odd sizes, batch > 1, stride 2, padding

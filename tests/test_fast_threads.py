@@ -175,13 +175,15 @@ def test_an_evaluation_with_threads_runs_its_bands_on_workers_and_one_blas_threa
     get, put = numpy_blas
     put(3)
     import minivgg.fast.conv as fast_conv
+    import minivgg.fast.conv_backward as fast_conv_backward
     seen = []
     real = fast_conv.winograd_conv3x3
 
     def spy(*args, workers=1, **kwargs):
         seen.append((workers, get()))
         return real(*args, workers=workers, **kwargs)
-    monkeypatch.setattr(fast_conv, "winograd_conv3x3", spy)
+    monkeypatch.setattr(fast_conv, "winograd_conv3x3", spy)                  # the forward's
+    monkeypatch.setattr(fast_conv_backward, "winograd_conv3x3", spy)         # and the backward's
     rng = np.random.default_rng(5)
     content, style, x = (rng.normal(0, 30, (1, 3, 40, 28)) for _ in range(3))
     reference = Objective(VGG19(vgg_params, dtype="float64", engine="reference"), content, [style])

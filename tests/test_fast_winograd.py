@@ -8,7 +8,8 @@ import pytest
 
 from gradcheck import channels_last_copy, rel_error, to_np
 from minivgg.conv_naive import conv2d_backward_naive, conv2d_naive
-from minivgg.fast.conv import conv2d_backward, conv2d_forward
+from minivgg.fast.conv import conv2d_forward
+from minivgg.fast.conv_backward import conv2d_backward
 from minivgg.fast.layout import channels_last
 from minivgg.fast.toom_cook import flip_map, plans, toom_cook
 from minivgg.fast.winograd import conv3x3, prepare

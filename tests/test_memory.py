@@ -171,12 +171,12 @@ def test_available_memory_reads_this_process_cgroup_and_its_ancestors(tmp_path, 
 def test_the_model_asks_the_kernels(monkeypatch):
     """estimate_phases holds no byte formula of a kernel: change a kernel's own report and the estimate
     follows it (the reports themselves are held to the kernels in tests/test_kernel_bytes.py)."""
-    from minivgg.fast import conv, lean, pooling, winograd
+    from minivgg.fast import conv_backward, lean, pooling, winograd
     kept = estimate(256, 256, conv="im2col").baseline - estimate(256, 256, conv="im2col", engine="reference").baseline
     assert kept == 4 * sum(o * c * 9 for name, (o, c, _, _) in CONV_SHAPES.items()    # the flipped weights
                            if c > 3 and layer_index(name) <= layer_index("conv5_1"))
     monkeypatch.setattr(winograd, "weights_bytes", lambda o, c, m, itemsize: 0)
-    monkeypatch.setattr(conv, "transposed_weights_bytes", lambda *args: 0)
+    monkeypatch.setattr(conv_backward, "transposed_weights_bytes", lambda *args: 0)
     assert estimate(256, 256).baseline == estimate(256, 256, conv="im2col").baseline   # no U, no flip kept
     masks = [estimate_phases(256, 256, lean=True)[0].activations]
     monkeypatch.setattr(lean, "packed_bytes", lambda shape: 10**9)

@@ -49,10 +49,10 @@ from minivgg import pool as reference_pool
 from minivgg.architecture import layer_index
 from minivgg.backend import get_array_module
 from minivgg.fast.arrays import release
-from minivgg.fast import conv as fast_conv
+from minivgg.fast import conv_backward as fast_conv_backward
 from minivgg.fast import winograd as fast_winograd
-from minivgg.fast.conv import conv2d_backward, conv2d_forward, transposed_weights
-from minivgg.fast.conv import uses_transposed_conv
+from minivgg.fast.conv import conv2d_forward, uses_transposed_conv
+from minivgg.fast.conv_backward import conv2d_backward, transposed_weights
 from minivgg.fast.conv import workspace_bytes as im2col_workspace_bytes
 from minivgg.fast.lean import PackedReluCache, pack_relu, packed_relu_backward
 from minivgg.fast.objective import FastEvaluator
@@ -87,13 +87,13 @@ def conv_route(name: str, conv: str) -> int | None:
 def kept_weights_bytes(name: str, cin: int, cout: int, itemsize: int, conv: str = "winograd") -> int:
     """Bytes the fast network keeps for conv ``name`` besides its weights, once it has run (memory
     model): Winograd's transformed kernels (``minivgg.fast.winograd.weights_bytes``), or on the
-    im2col route the transposed convolution's flipped matrix (``minivgg.fast.conv.transposed_weights``),
+    im2col route the transposed convolution's flipped matrix (``minivgg.fast.conv_backward.transposed_weights``),
     or nothing (col2im's layers: conv1_1)."""
     m = conv_route(name, conv)
     if m is not None:
         return fast_winograd.weights_bytes(cout, cin, m, itemsize)    # the kernels' own reports
     if uses_transposed_conv(cin, cout, 3, 3, 1, 1):
-        return fast_conv.transposed_weights_bytes(cin, cout, 3, 3, itemsize)
+        return fast_conv_backward.transposed_weights_bytes(cin, cout, 3, 3, itemsize)
     return 0
 
 
@@ -170,7 +170,7 @@ class FastVGG19:
         return self._winograd[name]
 
     def transposed_weights(self, name: str):
-        """The flipped weight matrix of conv ``name``'s transposed convolution (``minivgg.fast.conv``),
+        """The flipped weight matrix of conv ``name``'s transposed convolution (``minivgg.fast.conv_backward``),
         made once, then kept, where im2col runs the layer by that route; else None."""
         if name not in self._transposed:
             w = self.params[name][0]
