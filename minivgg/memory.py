@@ -96,7 +96,7 @@ from minivgg import pool as reference_pool
 from minivgg.conv import workspace_bytes as reference_workspace_bytes
 from minivgg.fast import lean as fast_lean
 from minivgg.fast import pooling as fast_pooling
-from minivgg.fast.network import conv_workspace_bytes, kept_weights_bytes, pooled_workspace_bytes
+from minivgg.fast.network import conv_workspace_bytes, kept_weights_bytes
 from minivgg.fast.transforms import Transforms
 
 #: RSS of the interpreter with NumPy, h5py (the weights loader) and minivgg
@@ -273,8 +273,8 @@ def estimate_phases(height: int, width: int, dtype: str = "float32", *, content_
         tiles, bands and row sums, on the CPU: 0 otherwise)."""
         if device != "cpu" or engine != "fast":
             return 0
-        if name.startswith("conv"):
-            return pooled_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers, separable)
+        if name.startswith("conv"):                                 # all of a fast conv's work is pooled
+            return conv_workspace_bytes(name, cin, cout, h, w, s, device, conv, backward, workers, separable)
         return work(name, cin, cout, h, w, backward) if pooling == "avg" else 0
 
     kept_work = max(pooled_work(*row, backward) for row in table for backward in (False, True))

@@ -105,7 +105,7 @@ def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsiz
     Asks the kernel that runs the layer: Winograd's band temporaries, one set per band
     worker (the backward is the same transform from C_out to C_in channels) or tiled im2col's tile and
     its padded rows, one set per worker (the transposed route's flipped weights are kept:
-    ``kept_weights_bytes``). The memory model
+    ``kept_weights_bytes``), all of it from an ``ArrayPool``'s work buffer when there is one. The memory model
     (``minivgg.memory``) calls this instead of re-deriving tile sizes. ``separable``: Winograd's input
     transform one axis at a time (``Transforms.separable_winograd``), whose transformed rows take more room.
     """
@@ -115,14 +115,6 @@ def conv_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsiz
         return winograd_temporary_bytes(cin, cout, h, w, m, itemsize, device, workers, separable)
     return im2col_workspace_bytes(cin, cout, h, w, itemsize, device, backward=backward, workers=workers,
                                   transposed_given=True)
-
-
-def pooled_workspace_bytes(name: str, cin: int, cout: int, h: int, w: int, itemsize: int, device: str,
-                           conv: str = "winograd", backward: bool = False, workers: int = 1,
-                           separable: bool = False) -> int:
-    """The part of ``conv_workspace_bytes`` that comes from an ``ArrayPool``'s one work buffer: all of
-    it (the tiles and bands)."""
-    return conv_workspace_bytes(name, cin, cout, h, w, itemsize, device, conv, backward, workers, separable)
 
 
 class FastVGG19:
