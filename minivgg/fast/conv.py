@@ -4,18 +4,10 @@ The same function as ``minivgg.conv`` (the reference: unroll the whole input,
 one matrix product), transformed for memory and speed; ``tests/test_fast_conv.py``
 holds every route to the reference and to the loops of ``minivgg.conv_naive``.
 
-Shape legend
-    N  batch            C  input channels       H, W   input height, width
-    O  output channels  KH, KW kernel size      s  stride    p  zero padding
-    OH = (H + 2p - KH) // s + 1                 OW = (W + 2p - KW) // s + 1
-    K  = C * KH * KW    (length of one unrolled receptive field)
-    L  = N * OH * OW    (number of output positions)
+Shapes and the sum computed: ``minivgg.conv``'s legend (N, C, H, W, O, KH, KW,
+s, p, OH, OW, K, L), and here also
     R  rows of output in one tile, RI = s * (R - 1) + KH padded input rows it reads,
     WP = W + 2p padded width
-
-    x: (N, C, H, W)   w: (O, C, KH, KW) (OIHW)   b: (O,)   out: (N, O, OH, OW)
-
-    out[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] * xpad[n, c, s*i + u, s*j + v]
 
 The reference unrolls the receptive fields into a matrix ``cols`` (im2col)
 and computes ``out = w.reshape(O, K) @ cols``. Unrolled whole, ``cols`` is
